@@ -1,0 +1,236 @@
+"""Typed run configuration: dataclasses, YAML/JSON round-trip and ``a.b=value`` overrides.
+
+A run is described by one :class:`RunConfig` (data, model, training). Every run directory gets a
+``config.yaml`` from which the run can be rebuilt exactly. Objective-specific settings live in
+``ModelConfig.objective_params`` and are validated against the objective's own dataclass (see
+:mod:`crmvae.objectives`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+
+@dataclass
+class ModalityConfig:
+    """One modality as the model sees it.
+
+    ``shape`` is the shape of one example (``[3, 28, 28]`` for a PolyMNIST image, ``[L]`` for a
+    token sequence). ``network`` names an encoder/decoder pair in :mod:`crmvae.nets`;
+    ``likelihood`` names a decoder distribution in :mod:`crmvae.likelihoods`.
+    """
+
+    name: str
+    shape: list[int]
+    network: str = "polymnist_conv"
+    likelihood: str = "laplace"
+    likelihood_scale: float = 0.75
+    weight: float = 1.0
+    vocab_size: int | None = None
+
+
+@dataclass
+class ModelConfig:
+    """The multimodal VAE: modalities, latent size, objective and its parameters."""
+
+    modalities: list[ModalityConfig] = field(default_factory=list)
+    latent_dim: int = 512
+    objective: str = "crmvae"
+    objective_params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    """Which dataset to use and where it lives.
+
+    ``root`` points to real files in an official release layout; when it is ``None`` the embedded
+    default is generated offline into ``data_dir`` (default ``$CRMVAE_DATA_DIR`` or
+    ``~/.cache/crmvae``). ``train_size``/``test_size`` take the first N examples (None: all).
+    """
+
+    dataset: str = "polymnist"
+    root: str | None = None
+    data_dir: str | None = None
+    seed: int = 0
+    train_size: int | None = None
+    test_size: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping. Defaults follow the paper (Adam, lr 5e-4, batch 256)."""
+
+    epochs: int = 500
+    batch_size: int = 256
+    lr: float = 5e-4
+    seed: int = 0
+    device: str = "cpu"
+    threads: int | None = None
+    precision: Literal["fp32", "bf16"] = "fp32"
+    max_steps: int | None = None
+    log_every: int = 20
+    checkpoint_every: int = 200
+    grid_examples: int = 8
+    progress: bool = True
+
+
+@dataclass
+class RunConfig:
+    """Everything needed to reproduce a training run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# --------------------------------------------------------------------------------------------
+# dict <-> dataclass
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A plain nested dict (YAML/JSON-safe) of a config dataclass."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type[T], data: Any, where: str = "") -> T:
+    """Build dataclass ``cls`` from nested ``data``, checking keys and value types.
+
+    Raises :class:`ConfigError` naming the dotted path of the first bad entry.
+    """
+    return _convert(cls, data, where or cls.__name__)
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        if dataclasses.is_dataclass(value):
+            value = dataclasses.asdict(value)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+        hints = typing.get_type_hints(tp)
+        names = {f.name for f in dataclasses.fields(tp)}
+        unknown = sorted(set(value) - names)
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown key(s) {unknown}; allowed keys are {sorted(names)}"
+            )
+        kwargs = {k: _convert(hints[k], v, f"{where}.{k}") for k, v in value.items()}
+        try:
+            return tp(**kwargs)
+        except TypeError as exc:  # a required field is missing
+            raise ConfigError(f"{where}: {exc}") from None
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, value, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[-1] if errors else f"{where}: invalid value {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
+        return value
+    if origin is list:
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported configuration type {tp!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# files and overrides
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    """Write ``cfg`` as YAML (``.yaml``/``.yml``) or JSON (``.json``)."""
+    path = Path(path)
+    data = to_dict(cfg)
+    text = json.dumps(data, indent=2) if path.suffix == ".json" else yaml.safe_dump(data, sort_keys=False)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def load_config(cls: type[T], path: str | Path) -> T:
+    """Read a YAML or JSON file into dataclass ``cls``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"configuration file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())  # JSON is a subset of YAML
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML/JSON: {exc}") from None
+    return from_dict(cls, data or {}, where=str(path))
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides to a nested config dict (values parsed as YAML).
+
+    ``model.objective_params.beta=0.5`` creates the key inside a free-form mapping; any other
+    unknown key is reported when the dict is converted with :func:`from_dict`.
+    """
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form section.key=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"override {item!r}: empty key")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        for i, part in enumerate(parts[:-1]):
+            nxt = node.get(part) if isinstance(node, dict) else None
+            if not isinstance(nxt, dict):
+                raise ConfigError(
+                    f"override {item!r}: {'.'.join(parts[: i + 1])} is not a section "
+                    f"(sections here: {sorted(k for k, v in node.items() if isinstance(v, dict))})"
+                )
+            node = nxt
+        node[parts[-1]] = value
+    return data

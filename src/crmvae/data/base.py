@@ -1,0 +1,175 @@
+"""In-memory paired multimodal data and a cheap batch iterator.
+
+All examples are held as tensors (images as ``uint8``, token sequences as ``int64``, vectors as
+``float32``); a batch is built by one indexing op per modality, never by per-example
+``__getitem__`` calls. Missing modalities are described by a boolean mask ``[N, M]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from ..errors import DataError
+
+ModalityKind = Literal["image", "tokens", "vector"]
+
+
+@dataclass(frozen=True)
+class ModalitySpec:
+    """What one modality's stored tensor holds.
+
+    ``image``: ``uint8`` ``[N, C, H, W]`` (model input ``float`` in [0, 1]);
+    ``tokens``: ``int64`` ``[N, L]`` with ids in ``[0, vocab_size)``;
+    ``vector``: ``float32`` ``[N, *shape]``.
+    """
+
+    name: str
+    kind: ModalityKind
+    shape: tuple[int, ...]
+    vocab_size: int | None = None
+
+
+@dataclass
+class Batch:
+    """A batch: model inputs per modality, presence mask ``[B, M]``, optional labels ``[B]``."""
+
+    data: dict[str, Tensor]
+    mask: Tensor
+    labels: Tensor | None = None
+
+    def to(self, device: torch.device | str) -> "Batch":
+        return Batch(
+            {k: v.to(device, non_blocking=True) for k, v in self.data.items()},
+            self.mask.to(device, non_blocking=True),
+            None if self.labels is None else self.labels.to(device, non_blocking=True),
+        )
+
+    def __len__(self) -> int:
+        return self.mask.shape[0]
+
+
+class MultimodalDataset:
+    """Paired examples of several modalities, with labels and a missing-modality mask.
+
+    Args:
+        tensors: stored tensor per modality, all with the same first dimension N.
+        specs: one :class:`ModalitySpec` per modality (same keys, in modality order).
+        labels: optional ``int64`` ``[N]`` class labels.
+        mask: optional ``bool`` ``[N, M]``; ``True`` where the modality is present (default all).
+        name: a human-readable name used in error messages.
+    """
+
+    def __init__(
+        self,
+        tensors: dict[str, Tensor],
+        specs: Sequence[ModalitySpec],
+        labels: Tensor | None = None,
+        mask: Tensor | None = None,
+        name: str = "dataset",
+    ) -> None:
+        self.name = name
+        self.specs = {s.name: s for s in specs}
+        self.modality_names = [s.name for s in specs]
+        if set(tensors) != set(self.modality_names):
+            raise DataError(
+                f"{name}: tensors for {sorted(tensors)} but specs for {sorted(self.modality_names)}"
+            )
+        counts = {m: t.shape[0] for m, t in tensors.items()}
+        n = next(iter(counts.values()))
+        if any(c != n for c in counts.values()):
+            raise DataError(f"{name}: modalities have different example counts {counts}")
+        for spec in specs:
+            _check_stored(name, spec, tensors[spec.name])
+        if labels is not None and (labels.ndim != 1 or labels.shape[0] != n):
+            raise DataError(f"{name}: labels have shape {tuple(labels.shape)}, expected ({n},)")
+        if mask is None:
+            mask = torch.ones(n, len(specs), dtype=torch.bool)
+        if mask.shape != (n, len(specs)) or mask.dtype != torch.bool:
+            raise DataError(
+                f"{name}: mask has shape {tuple(mask.shape)} and dtype {mask.dtype}, "
+                f"expected bool ({n}, {len(specs)})"
+            )
+        if n and not bool(mask.any(dim=1).all()):
+            bad = int((~mask.any(dim=1)).nonzero()[0])
+            raise DataError(f"{name}: example {bad} has no modality present")
+        self.tensors = {m: tensors[m] for m in self.modality_names}
+        self.labels = labels
+        self.mask = mask
+
+    def __len__(self) -> int:
+        return self.mask.shape[0]
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{m}={tuple(t.shape[1:])}" for m, t in self.tensors.items())
+        return f"MultimodalDataset({self.name!r}, n={len(self)}, {shapes})"
+
+    def batch(self, index: Tensor) -> Batch:
+        """Gather the examples at ``index`` and convert them to model inputs."""
+        data = {m: to_model_input(self.specs[m], t[index]) for m, t in self.tensors.items()}
+        labels = None if self.labels is None else self.labels[index]
+        return Batch(data, self.mask[index], labels)
+
+    def subset(self, index: Tensor | slice, name: str | None = None) -> "MultimodalDataset":
+        """A new dataset holding the examples at ``index`` (views where possible)."""
+        return MultimodalDataset(
+            {m: t[index] for m, t in self.tensors.items()},
+            list(self.specs.values()),
+            None if self.labels is None else self.labels[index],
+            self.mask[index],
+            name or self.name,
+        )
+
+    def batches(
+        self,
+        batch_size: int,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        drop_last: bool = False,
+        start: int = 0,
+    ) -> Iterator[Batch]:
+        """Iterate over batches; ``start`` skips the first ``start`` batches (for resuming)."""
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        stop = n - n % batch_size if drop_last else n
+        for i in range(start * batch_size, stop, batch_size):
+            yield self.batch(order[i : i + batch_size])
+
+    def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
+        n = len(self)
+        return n // batch_size if drop_last else -(-n // batch_size)
+
+
+def to_model_input(spec: ModalitySpec, stored: Tensor) -> Tensor:
+    """Stored tensor -> model input: ``uint8`` images to float in [0, 1]; others unchanged."""
+    if spec.kind == "image" and stored.dtype == torch.uint8:
+        return stored.float().div_(255.0)
+    return stored
+
+
+def _check_stored(name: str, spec: ModalitySpec, t: Tensor) -> None:
+    where = f"{name}, modality {spec.name!r}"
+    if tuple(t.shape[1:]) != tuple(spec.shape):
+        raise DataError(f"{where}: examples have shape {tuple(t.shape[1:])}, expected {spec.shape}")
+    if spec.kind == "image" and t.dtype not in (torch.uint8, torch.float32):
+        raise DataError(f"{where}: images must be uint8 or float32, got {t.dtype}")
+    if spec.kind == "tokens":
+        if t.dtype != torch.int64:
+            raise DataError(f"{where}: tokens must be int64, got {t.dtype}")
+        if spec.vocab_size is None:
+            raise DataError(f"{where}: a token modality needs vocab_size")
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= spec.vocab_size):
+            raise DataError(
+                f"{where}: token ids span [{int(t.min())}, {int(t.max())}], "
+                f"expected [0, {spec.vocab_size})"
+            )
+    if spec.kind == "vector" and not t.is_floating_point():
+        raise DataError(f"{where}: vectors must be floating point, got {t.dtype}")
+    if spec.kind == "image" and t.is_floating_point() and t.numel():
+        lo, hi = float(t.min()), float(t.max())
+        if lo < 0.0 or hi > 1.0 or not torch.isfinite(t).all():
+            raise DataError(f"{where}: float images must lie in [0, 1], got [{lo}, {hi}]")

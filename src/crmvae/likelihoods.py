@@ -1,0 +1,133 @@
+"""Decoder likelihoods ``p(x | z)``: log-densities summed over each example's dimensions.
+
+A decoder outputs distribution parameters ``params`` for ``K`` stacked latent samples of a batch:
+shape ``[K, B, *event]``. ``log_prob(params, x)`` broadcasts the data ``x`` ``[B, *event]`` over
+``K`` and returns ``[K, B]``, so one decoder call can serve several latent samples.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .errors import ConfigError
+
+
+def _sum_event(x: Tensor) -> Tensor:
+    """Sum everything after the leading ``[K, B]`` dimensions."""
+    return x.flatten(2).sum(-1)
+
+
+class Likelihood(ABC):
+    """A family of decoder distributions."""
+
+    name: str
+
+    @abstractmethod
+    def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
+        """``log p(x | params)`` summed over the event, ``[K, B]``."""
+
+    @abstractmethod
+    def mean(self, params: Tensor) -> Tensor:
+        """The distribution's mean (images) or mode (tokens): what generation returns."""
+
+    @abstractmethod
+    def sample(self, params: Tensor) -> Tensor:
+        """One sample from the distribution."""
+
+
+class Laplace(Likelihood):
+    """Laplace with location ``params`` and fixed scale ``s``:
+    ``log p(x) = sum(-|x - loc| / s - log(2 s))``."""
+
+    name = "laplace"
+
+    def __init__(self, scale: float = 0.75) -> None:
+        self.scale = scale
+
+    def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
+        dist = (x.unsqueeze(0) - params.float()).abs()
+        n = x[0].numel()
+        return -_sum_event(dist) / self.scale - n * math.log(2.0 * self.scale)
+
+    def mean(self, params: Tensor) -> Tensor:
+        return params.float()
+
+    def sample(self, params: Tensor) -> Tensor:
+        return torch.distributions.Laplace(params.float(), self.scale).sample()
+
+
+class Normal(Likelihood):
+    """Normal with mean ``params`` and fixed standard deviation ``s``:
+    ``log p(x) = sum(-(x - mu)^2 / (2 s^2) - log s - log(2 pi) / 2)``."""
+
+    name = "normal"
+
+    def __init__(self, scale: float = 1.0) -> None:
+        self.scale = scale
+
+    def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
+        sq = (x.unsqueeze(0) - params.float()).square()
+        n = x[0].numel()
+        return -_sum_event(sq) / (2 * self.scale**2) - n * (math.log(self.scale) + 0.5 * math.log(2 * math.pi))
+
+    def mean(self, params: Tensor) -> Tensor:
+        return params.float()
+
+    def sample(self, params: Tensor) -> Tensor:
+        return params.float() + self.scale * torch.randn_like(params.float())
+
+
+class Bernoulli(Likelihood):
+    """Bernoulli with logits ``params``: ``log p(x) = sum(x * l - softplus(l))`` for x in [0, 1]."""
+
+    name = "bernoulli"
+
+    def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
+        logits = params.float()
+        return _sum_event(x.unsqueeze(0) * logits - F.softplus(logits))
+
+    def mean(self, params: Tensor) -> Tensor:
+        return torch.sigmoid(params.float())
+
+    def sample(self, params: Tensor) -> Tensor:
+        return torch.bernoulli(torch.sigmoid(params.float()))
+
+
+class Categorical(Likelihood):
+    """Categorical over a vocabulary with logits ``params`` ``[K, B, L, V]`` and token ids
+    ``x`` ``[B, L]``: ``log p(x) = sum_l log_softmax(params)[l, x_l]``."""
+
+    name = "categorical"
+
+    def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
+        log_p = torch.log_softmax(params.float(), dim=-1)
+        index = x.unsqueeze(0).expand(log_p.shape[:-1]).unsqueeze(-1)
+        return _sum_event(log_p.gather(-1, index).squeeze(-1))
+
+    def mean(self, params: Tensor) -> Tensor:
+        return params.argmax(-1)
+
+    def sample(self, params: Tensor) -> Tensor:
+        return torch.distributions.Categorical(logits=params.float()).sample()
+
+
+LIKELIHOODS: dict[str, type[Likelihood]] = {
+    cls.name: cls for cls in (Laplace, Normal, Bernoulli, Categorical)
+}
+
+
+def build_likelihood(name: str, scale: float = 0.75) -> Likelihood:
+    """The likelihood called ``name``; ``scale`` is used by the location-scale families."""
+    if name not in LIKELIHOODS:
+        raise ConfigError(f"unknown likelihood {name!r}; available: {sorted(LIKELIHOODS)}")
+    cls = LIKELIHOODS[name]
+    if cls in (Laplace, Normal):
+        if scale <= 0:
+            raise ConfigError(f"likelihood {name!r}: scale must be positive, got {scale}")
+        return cls(scale)
+    return cls()

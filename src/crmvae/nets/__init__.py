@@ -1,0 +1,41 @@
+"""Encoder/decoder networks per modality, found by name.
+
+A network factory takes a :class:`~crmvae.config.ModalityConfig` and the latent size and returns
+``(encoder, decoder)``: the encoder maps a batch ``[B, *shape]`` to ``(mu, logvar)`` ``[B, D]``;
+the decoder maps ``[N, D]`` to likelihood parameters ``[N, *event]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from ..config import ModalityConfig
+from ..errors import ConfigError
+
+NetworkFactory = Callable[[ModalityConfig, int], tuple[nn.Module, nn.Module]]
+NETWORKS: dict[str, NetworkFactory] = {}
+
+
+def register_network(name: str) -> Callable[[NetworkFactory], NetworkFactory]:
+    """Decorator adding an encoder/decoder factory to :data:`NETWORKS`."""
+
+    def decorate(factory: NetworkFactory) -> NetworkFactory:
+        NETWORKS[name] = factory
+        return factory
+
+    return decorate
+
+
+def build_networks(modality: ModalityConfig, latent_dim: int) -> tuple[nn.Module, nn.Module]:
+    """The encoder and decoder named by ``modality.network``."""
+    if modality.network not in NETWORKS:
+        raise ConfigError(
+            f"modality {modality.name!r}: unknown network {modality.network!r}; "
+            f"available: {sorted(NETWORKS)}"
+        )
+    return NETWORKS[modality.network](modality, latent_dim)
+
+
+from . import polymnist  # noqa: E402,F401  (registration)

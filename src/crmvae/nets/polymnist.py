@@ -1,0 +1,70 @@
+"""The PolyMNIST networks of Sutter et al. (2021) / Daunhawer et al. (2022), for 3x28x28 images."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from ..config import ModalityConfig
+from ..errors import ConfigError
+from . import register_network
+
+SHAPE = [3, 28, 28]
+
+
+class GaussianHead(nn.Module):
+    """Two linear maps from features to ``(mu, logvar)``."""
+
+    def __init__(self, features: int, latent_dim: int) -> None:
+        super().__init__()
+        self.mu = nn.Linear(features, latent_dim)
+        self.logvar = nn.Linear(features, latent_dim)
+
+    def forward(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        return self.mu(h), self.logvar(h)
+
+
+class PolyMNISTEncoder(nn.Module):
+    """Conv(3,32,3,2,1) ReLU Conv(32,64,3,2,1) ReLU Conv(64,128,3,2,1) ReLU Flatten
+    Linear(2048,512) ReLU, then Linear(512, D) for mu and for logvar."""
+
+    def __init__(self, latent_dim: int) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 32, 3, 2, 1), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, 2, 1), nn.ReLU(),
+            nn.Conv2d(64, 128, 3, 2, 1), nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(2048, 512), nn.ReLU(),
+        )  # fmt: skip
+        self.head = GaussianHead(512, latent_dim)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.head(self.features(x))
+
+
+class PolyMNISTDecoder(nn.Module):
+    """Linear(D,2048) ReLU Unflatten(128,4,4) ConvT(128,64,3,2,1) ReLU ConvT(64,32,3,2,1,op=1)
+    ReLU ConvT(32,3,3,2,1,op=1): the Laplace location of a 3x28x28 image."""
+
+    def __init__(self, latent_dim: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(latent_dim, 2048), nn.ReLU(),
+            nn.Unflatten(1, (128, 4, 4)),
+            nn.ConvTranspose2d(128, 64, 3, 2, 1), nn.ReLU(),
+            nn.ConvTranspose2d(64, 32, 3, 2, 1, output_padding=1), nn.ReLU(),
+            nn.ConvTranspose2d(32, 3, 3, 2, 1, output_padding=1),
+        )  # fmt: skip
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z)
+
+
+@register_network("polymnist_conv")
+def polymnist_conv(modality: ModalityConfig, latent_dim: int) -> tuple[nn.Module, nn.Module]:
+    if list(modality.shape) != SHAPE:
+        raise ConfigError(
+            f"modality {modality.name!r}: network 'polymnist_conv' takes shape {SHAPE}, "
+            f"got {list(modality.shape)}"
+        )
+    return PolyMNISTEncoder(latent_dim), PolyMNISTDecoder(latent_dim)
