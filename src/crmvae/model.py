@@ -88,8 +88,12 @@ class MultimodalVAE(nn.Module):
 
     # ------------------------------------------------------------------------------- inputs
 
-    def _presence(self, data: Mapping[str, Tensor], mask: Tensor | None) -> Tensor:
-        """Validate inputs and return the boolean presence mask ``[B, M]``."""
+    def _prepare(self, data: Mapping[str, Tensor], mask: Tensor | None) -> tuple[dict[str, Tensor], Tensor]:
+        """Validate inputs; return them with absent entries zeroed, and the presence mask ``[B, M]``.
+
+        Zeroing keeps garbage (even NaN) in an absent modality's slot out of every value and
+        gradient: such an entry reaches neither an encoder's nor a likelihood's backward pass.
+        """
         unknown = sorted(set(data) - set(self.modality_names))
         if unknown:
             raise DataError(f"input has unknown modalities {unknown}; the model has {self.modality_names}")
@@ -107,17 +111,25 @@ class MultimodalVAE(nn.Module):
                 )
         given = torch.tensor([name in data for name in self.modality_names], device=_device(data))
         if mask is None:
-            return given.expand(batch, -1)
+            return dict(data), given.expand(batch, -1)
         if mask.shape != (batch, len(self.modality_names)):
             raise DataError(
                 f"mask has shape {tuple(mask.shape)}, expected ({batch}, {len(self.modality_names)}) "
                 f"for modalities {self.modality_names}"
             )
-        return mask.bool() & given
+        present = mask.to(given.device).bool() & given
+        cleaned = {}
+        for m, name in enumerate(self.modality_names):
+            if name in data:
+                keep = present[:, m].reshape((batch,) + (1,) * (data[name].dim() - 1))
+                cleaned[name] = torch.where(keep, data[name], torch.zeros_like(data[name]))
+        return cleaned, present
 
     def encode(self, data: Mapping[str, Tensor], mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Unimodal experts ``(mu, logvar)`` ``[M, B, D]`` (zero where absent) and the float mask ``[B, M]``."""
-        present = self._presence(data, mask)
+        return self._encode_prepared(*self._prepare(data, mask))
+
+    def _encode_prepared(self, data: Mapping[str, Tensor], present: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         batch = present.shape[0]
         zeros = torch.zeros(batch, self.latent_dim, device=present.device)
         mus, logvars = [], []
@@ -142,8 +154,8 @@ class MultimodalVAE(nn.Module):
 
     def loss(self, data: Mapping[str, Tensor], mask: Tensor | None = None) -> ObjectiveOutput:
         """The objective's loss and named terms for a batch (see :mod:`crmvae.objectives.base`)."""
-        mu, logvar, maskf = self.encode(data, mask)
-        present = maskf.bool()
+        data, present = self._prepare(data, mask)
+        mu, logvar, maskf = self._encode_prepared(data, present)
 
         def log_likelihood(m: int, z: Tensor) -> Tensor:
             name = self.modality_names[m]
