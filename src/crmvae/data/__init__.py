@@ -1,0 +1,125 @@
+"""Datasets: a registry of providers, loaded by name from a :class:`~crmvae.config.DataConfig`.
+
+A provider is any object with a ``name``, a one-line ``summary``, the allowed
+``DataConfig.params`` keys with their defaults (``params``), ``load(cfg, split)`` returning the
+full split as a :class:`MultimodalDataset`, and ``info(cfg)`` describing it without building
+anything. To add a dataset, write its module and register one provider below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Protocol
+
+from ..config import DataConfig
+from ..errors import ConfigError
+from .base import Batch, ModalitySpec, MultimodalDataset
+from .polymnist import PolyMNIST
+from .sources import SPLITS
+
+__all__ = [
+    "Batch",
+    "DatasetProvider",
+    "ModalitySpec",
+    "MultimodalDataset",
+    "available_datasets",
+    "dataset_info",
+    "get_dataset",
+    "load_dataset",
+    "register_dataset",
+]
+
+
+class DatasetProvider(Protocol):
+    """What the registry needs from a dataset module."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def summary(self) -> str: ...
+
+    @property
+    def params(self) -> dict[str, Any]: ...
+
+    def load(self, cfg: DataConfig, split: str) -> MultimodalDataset: ...
+
+    def info(self, cfg: DataConfig) -> dict[str, Any]: ...
+
+
+_REGISTRY: dict[str, DatasetProvider] = {}
+
+
+def register_dataset(provider: DatasetProvider) -> DatasetProvider:
+    """Add ``provider`` under ``provider.name`` (a name can be registered once)."""
+    if provider.name in _REGISTRY:
+        raise ValueError(f"dataset {provider.name!r} is already registered")
+    _REGISTRY[provider.name] = provider
+    return provider
+
+
+def available_datasets() -> list[str]:
+    """Registered dataset names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get_dataset(name: str) -> DatasetProvider:
+    """The provider registered as ``name``; :class:`ConfigError` listing the names otherwise."""
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown dataset {name!r}; available datasets: {available_datasets()}")
+    return _REGISTRY[name]
+
+
+def _resolve(cfg: DataConfig) -> tuple[DatasetProvider, DataConfig]:
+    """The provider and ``cfg`` with its params checked and completed with the defaults."""
+    provider = get_dataset(cfg.dataset)
+    unknown = sorted(set(cfg.params) - set(provider.params))
+    if unknown:
+        raise ConfigError(
+            f"data.params: unknown key(s) {unknown} for dataset {cfg.dataset!r}; "
+            f"allowed keys are {sorted(provider.params)}"
+        )
+    return provider, replace(cfg, params={**provider.params, **cfg.params})
+
+
+def _requested_size(cfg: DataConfig, split: str) -> int | None:
+    size = cfg.train_size if split == "train" else cfg.test_size
+    if size is not None and size <= 0:
+        raise ConfigError(f"data.{split}_size={size}; expected a positive number or null (all)")
+    return size
+
+
+def load_dataset(cfg: DataConfig, split: str) -> MultimodalDataset:
+    """The ``split`` (``"train"`` or ``"test"``) of ``cfg.dataset``, cut to the first
+    ``cfg.train_size``/``cfg.test_size`` examples when those are set."""
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r}; expected one of {list(SPLITS)}")
+    size = _requested_size(cfg, split)
+    provider, cfg = _resolve(cfg)
+    dataset = provider.load(cfg, split)
+    if size is None:
+        return dataset
+    if size > len(dataset):
+        raise ConfigError(
+            f"data.{split}_size={size}, but {dataset.name} has only {len(dataset)} examples"
+        )
+    return dataset.subset(slice(0, size))
+
+
+def dataset_info(cfg: DataConfig) -> dict[str, Any]:
+    """A JSON-friendly description of ``cfg``'s dataset: name, summary, params, source,
+    modality specs, and per split the size, cache file and manifest. Generates nothing."""
+    provider, cfg = _resolve(cfg)
+    info = {
+        "name": provider.name,
+        "summary": provider.summary,
+        "params": cfg.params,
+        **provider.info(cfg),
+    }
+    for split, entry in info.get("splits", {}).items():
+        entry["requested"] = _requested_size(cfg, split)
+    return info
+
+
+register_dataset(PolyMNIST(translate=False))
+register_dataset(PolyMNIST(translate=True))
