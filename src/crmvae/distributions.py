@@ -69,8 +69,9 @@ def product_of_experts(
     Returns:
         ``(mu, logvar)`` of shape ``[..., B, D]``.
     """
-    # Precisions are computed in float32 even under autocast: they are sums of exponentials.
-    mu, logvar, weights = mu.float(), logvar.float(), weights.float()
+    # At least float32 even under autocast: precisions are sums of exponentials.
+    dtype = torch.promote_types(mu.dtype, torch.float32)
+    mu, logvar, weights = mu.to(dtype), logvar.to(dtype), weights.to(dtype)
     precision = torch.exp(-logvar)  # [M, B, D]
     weighted_precision = torch.einsum("...bm,mbd->...bd", weights, precision)
     weighted_mean = torch.einsum("...bm,mbd->...bd", weights, precision * mu)

@@ -155,6 +155,9 @@ class MultimodalVAE(nn.Module):
     def loss(self, data: Mapping[str, Tensor], mask: Tensor | None = None) -> ObjectiveOutput:
         """The objective's loss and named terms for a batch (see :mod:`crmvae.objectives.base`)."""
         data, present = self._prepare(data, mask)
+        empty = ~present.any(1)
+        if empty.any():
+            raise DataError(f"example {int(empty.nonzero()[0])} has no modality present in this batch (all-False mask row)")
         mu, logvar, maskf = self._encode_prepared(data, present)
 
         def log_likelihood(m: int, z: Tensor) -> Tensor:

@@ -1,0 +1,205 @@
+"""Typed configuration: dict round trips, files, overrides and presets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from crmvae.config import (
+    DataConfig,
+    ModalityConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    apply_overrides,
+    from_dict,
+    load_config,
+    save_config,
+    to_dict,
+)
+from crmvae.errors import ConfigError
+from crmvae.presets import PRESETS, build_run_config
+
+
+def sample_run_config() -> RunConfig:
+    return RunConfig(
+        data=DataConfig(dataset="polymnist", root=None, train_size=100, params={"a": [1, 2]}),
+        model=ModelConfig(
+            modalities=[
+                ModalityConfig("m0", [3, 28, 28]),
+                ModalityConfig("text", [8], "some_net", "categorical", 1.0, 0.5, vocab_size=30),
+            ],
+            latent_dim=16,
+            objective="mopoe",
+            objective_params={"beta": 0.5, "estimator": "stratified"},
+        ),
+        train=TrainConfig(epochs=3, lr=1e-3, precision="bf16", threads=2),
+    )
+
+
+def test_dict_round_trip():
+    cfg = sample_run_config()
+    data = to_dict(cfg)
+    assert data["model"]["modalities"][1]["vocab_size"] == 30
+    assert from_dict(RunConfig, data) == cfg
+
+
+def test_from_dict_fills_defaults_for_missing_keys():
+    cfg = from_dict(RunConfig, {"train": {"epochs": 7}})
+    assert cfg.train.epochs == 7 and cfg.train.lr == TrainConfig().lr and cfg.model == ModelConfig()
+
+
+def test_from_dict_accepts_integer_for_float_field():
+    cfg = from_dict(TrainConfig, {"lr": 1})
+    assert cfg.lr == 1.0 and isinstance(cfg.lr, float)
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".json"])
+def test_save_and_load_round_trip(tmp_path, suffix):
+    cfg = sample_run_config()
+    path = tmp_path / f"config{suffix}"
+    save_config(cfg, path)
+    assert load_config(RunConfig, path) == cfg
+    text = path.read_text()
+    parsed = json.loads(text) if suffix == ".json" else yaml.safe_load(text)
+    assert parsed == to_dict(cfg)
+
+
+def test_load_accepts_exponent_notation_written_by_hand(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("train:\n  lr: 1e-3\n")
+    assert load_config(RunConfig, path).train.lr == pytest.approx(1e-3)
+
+
+def test_load_missing_file_is_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(RunConfig, tmp_path / "nope.yaml")
+
+
+def test_load_invalid_yaml_is_config_error(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(RunConfig, path)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"train": {"epochs": "ten"}}, r"RunConfig\.train\.epochs: expected an integer"),
+        ({"train": {"epochs": True}}, r"train\.epochs: expected an integer"),
+        ({"train": {"lr": "fast"}}, r"train\.lr: expected a number"),
+        ({"train": {"precision": "fp16"}}, r"train\.precision: 'fp16' is not one of \['fp32', 'bf16'\]"),
+        ({"train": {"progress": "yes"}}, r"train\.progress: expected true or false"),
+        ({"model": {"modalities": {"name": "m0"}}}, r"model\.modalities: expected a list"),
+        ({"model": {"modalities": [{"shape": [3]}]}}, r"model\.modalities\[0\]"),
+        ({"model": {"modalities": [{"name": "a", "shape": ["x"]}]}}, r"model\.modalities\[0\]\.shape\[0\]"),
+        ({"train": {"epoch": 3}}, r"RunConfig\.train: unknown key\(s\) \['epoch'\]; allowed keys are .*'epochs'"),
+        ({"train": 3}, r"train: expected a mapping"),
+    ],
+)
+def test_from_dict_errors_name_the_bad_entry(data, message):
+    with pytest.raises(ConfigError, match=message):
+        from_dict(RunConfig, data)
+
+
+# ---------------------------------------------------------------------------------------- overrides
+
+
+def test_override_sets_nested_values_parsed_as_yaml():
+    data = to_dict(RunConfig())
+    apply_overrides(data, ["train.epochs=3", "train.lr=0.001", "data.root=null", "model.objective=mvae", "train.progress=false"])
+    cfg = from_dict(RunConfig, data)
+    assert (cfg.train.epochs, cfg.train.lr, cfg.data.root, cfg.model.objective, cfg.train.progress) == (
+        3, 0.001, None, "mvae", False
+    )
+
+
+def test_override_accepts_exponent_notation_for_floats():
+    data = apply_overrides(to_dict(RunConfig()), ["train.lr=1e-3"])
+    assert from_dict(RunConfig, data).train.lr == pytest.approx(1e-3)
+
+
+def test_override_creates_key_inside_objective_params():
+    data = apply_overrides(to_dict(RunConfig()), ["model.objective_params.beta=0.5", "model.objective_params.prior_expert=false"])
+    assert from_dict(RunConfig, data).model.objective_params == {"beta": 0.5, "prior_expert": False}
+
+
+def test_override_with_unknown_key_fails_on_conversion_with_allowed_keys():
+    data = apply_overrides(to_dict(RunConfig()), ["train.epoch=3"])
+    with pytest.raises(ConfigError, match=r"train: unknown key\(s\) \['epoch'\]; allowed keys are .*'epochs'"):
+        from_dict(RunConfig, data)
+
+
+def test_override_with_bad_value_type_fails_on_conversion():
+    data = apply_overrides(to_dict(RunConfig()), ["train.batch_size=big"])
+    with pytest.raises(ConfigError, match=r"train\.batch_size: expected an integer, got 'big'"):
+        from_dict(RunConfig, data)
+
+
+def test_override_through_a_non_section_is_config_error():
+    with pytest.raises(ConfigError, match=r"train\.epochs is not a section \(sections here: .*\)"):
+        apply_overrides(to_dict(RunConfig()), ["train.epochs.max=3"])
+
+
+def test_override_through_unknown_section_is_config_error():
+    with pytest.raises(ConfigError, match=r"trian is not a section .*'train'"):
+        apply_overrides(to_dict(RunConfig()), ["trian.epochs=3"])
+
+
+@pytest.mark.parametrize("item", ["train.epochs", "train..epochs=3", "=3"])
+def test_malformed_override_is_config_error(item):
+    with pytest.raises(ConfigError, match="override"):
+        apply_overrides(to_dict(RunConfig()), [item])
+
+
+# ---------------------------------------------------------------------------------------- presets
+
+EXPECTED_PRESETS = {
+    ("polymnist", "paper"): (500, 1.0),
+    ("polymnist", "cpu-short"): (2, 1.0),
+    ("translated_polymnist", "paper"): (500, 0.1),
+    ("translated_polymnist", "cpu-short"): (2, 0.1),
+}
+
+
+def test_every_preset_is_covered():
+    assert {(d, p) for d in PRESETS for p in PRESETS[d]} == set(EXPECTED_PRESETS)
+
+
+@pytest.mark.parametrize("dataset, preset", sorted(EXPECTED_PRESETS))
+def test_build_run_config_for_each_preset(dataset, preset):
+    cfg = build_run_config(dataset, "crmvae", preset)
+    epochs, beta = EXPECTED_PRESETS[dataset, preset]
+    assert isinstance(cfg, RunConfig)
+    assert cfg.data.dataset == dataset
+    assert cfg.train.epochs == epochs and cfg.train.batch_size == 256 and cfg.train.lr == 5e-4
+    assert cfg.model.latent_dim == 512 and cfg.model.objective_params == {"beta": beta}
+    assert [m.name for m in cfg.model.modalities] == [f"m{i}" for i in range(5)]
+    assert all(m.shape == [3, 28, 28] and m.likelihood == "laplace" for m in cfg.model.modalities)
+
+
+def test_build_run_config_normalises_model_name_and_applies_overrides():
+    cfg = build_run_config("polymnist", "MMJSD-PoE", "cpu-short", ["train.epochs=1", "model.objective_params.beta=2.0"])
+    assert cfg.model.objective == "mmjsd_poe"
+    assert cfg.train.epochs == 1 and cfg.model.objective_params == {"beta": 2.0}
+
+
+def test_presets_are_not_mutated_by_overrides():
+    build_run_config("polymnist", "crmvae", "paper", ["model.objective_params.beta=3.0"])
+    assert build_run_config("polymnist", "crmvae", "paper").model.objective_params == {"beta": 1.0}
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("cub", "crmvae", "paper"), r"no presets for dataset 'cub'; available: \['polymnist', 'translated_polymnist'\]"),
+        (("polymnist", "crmvae", "fast"), r"unknown preset 'fast' .*\['cpu-short', 'paper'\]"),
+        (("polymnist", "vae", "paper"), r"unknown model/objective 'vae'"),
+    ],
+)
+def test_build_run_config_errors(args, message):
+    with pytest.raises(ConfigError, match=message):
+        build_run_config(*args)
