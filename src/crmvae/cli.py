@@ -1,0 +1,289 @@
+"""The ``crmvae`` command line: a thin layer over the Python API.
+
+Subcommands: ``data {build,info,list}``, ``train``, ``generate``, ``info``, ``models``. Every
+:class:`~crmvae.errors.CrmvaeError` is printed as ``crmvae: error: <message>`` (exit status 2,
+no traceback); an interrupted training prints where its last checkpoint is (exit status 130).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .checkpoint import load_model, read_checkpoint
+from .config import (
+    DataConfig,
+    ModelConfig,
+    RunConfig,
+    apply_overrides,
+    from_dict,
+    load_config,
+    to_dict,
+)
+from .data import available_datasets, dataset_info, get_dataset, load_dataset
+from .errors import ConfigError, CrmvaeError
+from .objectives import OBJECTIVES
+from .presets import build_run_config
+from .training import CHECKPOINT_FILE, CONFIG_FILE, check_dataset, resolve_device, train
+from .visualize import save_generation_grids
+
+PROG = "crmvae"
+DEFAULTS = {"dataset": "polymnist", "model": "crmvae", "preset": "paper"}
+
+
+# --------------------------------------------------------------------------------------------
+# data
+
+
+def _data_config(dataset: str, overrides: Sequence[str], data_dir: str | None = None, seed: int | None = None) -> DataConfig:
+    """A :class:`DataConfig` for ``dataset`` with ``key=value`` overrides (``data.`` prefix optional)."""
+    values = apply_overrides(to_dict(DataConfig(dataset=dataset)), [s.removeprefix("data.") for s in overrides])
+    if data_dir is not None:
+        values["data_dir"] = data_dir
+    if seed is not None:
+        values["seed"] = seed
+    return from_dict(DataConfig, values, where="data")
+
+
+def cmd_data_build(args: argparse.Namespace) -> int:
+    cfg = _data_config(args.dataset, args.set, args.data_dir, args.seed)
+    splits = dataset_info(cfg).get("splits", {})
+    for split in ("train", "test"):
+        dataset = load_dataset(cfg, split)
+        entry = splits.get(split, {})
+        where = entry.get("cache") or entry.get("path") or "?"
+        print(f"{split}: {len(dataset)} examples, modalities {dataset.modality_names} -> {where}")
+    return 0
+
+
+def cmd_data_info(args: argparse.Namespace) -> int:
+    cfg = _data_config(args.dataset, args.set, args.data_dir, args.seed)
+    print(json.dumps(dataset_info(cfg), indent=2, default=str))
+    return 0
+
+
+def cmd_data_list(args: argparse.Namespace) -> int:
+    for name in available_datasets():
+        print(f"{name}: {get_dataset(name).summary}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# train
+
+
+def _run_config(args: argparse.Namespace) -> tuple[RunConfig, str]:
+    """The run configuration from a preset or a file, the overrides and the shortcut flags,
+    and a label for the default output directory."""
+    named = {k: getattr(args, k) for k in DEFAULTS if getattr(args, k) is not None}
+    resumed = Path(args.out) / CONFIG_FILE if args.resume and args.out else None
+    if args.config and named:
+        raise ConfigError(f"--config cannot be combined with {', '.join('--' + k for k in named)}; use --set")
+    if args.config or (resumed is not None and resumed.is_file() and not named):
+        path = Path(args.config) if args.config else resumed
+        values = apply_overrides(to_dict(load_config(RunConfig, path)), args.set)
+        label = path.stem
+    else:
+        choice = DEFAULTS | named
+        values = to_dict(build_run_config(choice["dataset"], choice["model"], choice["preset"], args.set))
+        label = choice["preset"]
+    for section, key, value in (
+        ("train", "seed", args.seed), ("train", "epochs", args.epochs), ("train", "device", args.device),
+        ("data", "data_dir", args.data_dir),
+    ):
+        if value is not None:
+            values[section][key] = value
+    return from_dict(RunConfig, values, where="run config"), label
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    config, label = _run_config(args)
+    out = Path(args.out or f"runs/{config.data.dataset}-{config.model.objective}-{label}-seed{config.train.seed}")
+    verb = "resuming" if args.resume else "training"
+    print(f"{verb} {config.model.objective} on {config.data.dataset} into {out}", flush=True)
+    try:
+        result = train(config, out, resume=args.resume)
+    except KeyboardInterrupt:
+        checkpoint = out / CHECKPOINT_FILE
+        where = (f"the last checkpoint is {checkpoint}; resume with: {PROG} train --out {out} --resume"
+                 if checkpoint.is_file() else f"no checkpoint was written yet in {out}")
+        print(f"{PROG}: interrupted; {where}", file=sys.stderr)
+        return 130
+    metrics = result.metrics
+    if metrics:
+        print(f"epochs {result.epochs_completed}, steps {result.global_step}: "
+              f"train loss {metrics['train_loss']:.6g}, test loss {metrics['test_loss']:.6g}")
+    for what, path in (
+        ("config", result.config_path), ("metrics", result.metrics_path), ("checkpoint", result.checkpoint_path),
+        ("model", result.model_path), ("summary", result.summary_path),
+    ):
+        print(f"{what}: {path}")
+    for path in result.grids:
+        print(f"grid: {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# generate and info
+
+
+def _generation_data(args: argparse.Namespace, checkpoint: Path) -> DataConfig:
+    """The dataset to condition on: ``--dataset``, else the run's ``config.yaml``, else the
+    configuration stored in the checkpoint; then ``--set``."""
+    if args.dataset:
+        return _data_config(args.dataset, args.set)
+    run_file = checkpoint.parent / CONFIG_FILE
+    if run_file.is_file():
+        base = load_config(RunConfig, run_file).data
+    else:
+        stored = read_checkpoint(checkpoint).get("run_config")
+        if stored is None:
+            raise ConfigError(f"no {run_file} and no run configuration in {checkpoint}; pass --dataset")
+        base = from_dict(RunConfig, stored, where=str(checkpoint)).data
+    values = apply_overrides(to_dict(base), [s.removeprefix("data.") for s in args.set])
+    return from_dict(DataConfig, values, where="data")
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    checkpoint = Path(args.checkpoint)
+    if args.n < 1:
+        raise ConfigError(f"--n must be >= 1, got {args.n}")
+    model = load_model(checkpoint, map_location=resolve_device(args.device))
+    subsets = [[name.strip() for name in item.split(",") if name.strip()] for item in args.subsets] or None
+    for subset in subsets or []:
+        unknown = sorted(set(subset) - set(model.modality_names))
+        if not subset or unknown:
+            raise ConfigError(f"--from {','.join(subset)}: unknown modalities {unknown}; the model has {model.modality_names}")
+    dataset = load_dataset(_generation_data(args, checkpoint), args.dataset_split)
+    check_dataset(model.config, dataset)
+    batch = dataset.batch(torch.arange(min(args.n, len(dataset))))
+    out = Path(args.out or checkpoint.parent / f"generated-{args.dataset_split}")
+    for path in save_generation_grids(model, batch, out, subsets, seed=args.seed):
+        print(path)
+    return 0
+
+
+def checkpoint_info(path: str | Path) -> dict[str, Any]:
+    """A JSON-friendly description of a model or training checkpoint."""
+    path = Path(path)
+    payload = read_checkpoint(path)
+    config = from_dict(ModelConfig, payload["model_config"], where=f"{path}: model_config")
+    info: dict[str, Any] = {
+        "file": str(path),
+        "size_mb": round(path.stat().st_size / 2**20, 2),
+        "kind": "training checkpoint" if "optimizer" in payload else "model",
+        "objective": config.objective,
+        "objective_params": config.objective_params,
+        "latent_dim": config.latent_dim,
+        "modalities": [
+            {"name": m.name, "shape": m.shape, "network": m.network, "likelihood": m.likelihood} for m in config.modalities
+        ],
+        "parameters": sum(t.numel() for t in payload["model"].values()),
+    }
+    if "run_config" in payload:
+        info["dataset"] = payload["run_config"]["data"]["dataset"]
+    for key in ("epoch", "step_in_epoch", "epochs_completed", "global_step"):
+        if key in payload:
+            info[key] = payload[key]
+    return info
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    info = checkpoint_info(args.checkpoint)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    for key, value in info.items():
+        if key == "modalities":
+            print("modalities:")
+            for m in value:
+                print(f"  {m['name']}: shape {m['shape']}, network {m['network']}, likelihood {m['likelihood']}")
+        else:
+            print(f"{key}: {value}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    for name, entry in sorted(OBJECTIVES.items()):
+        print(f"{name}: {entry.summary}")
+        for f in dataclasses.fields(entry.config_cls):
+            print(f"    {f.name}: {f.type} = {f.default!r}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# the parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Multimodal VAEs: data, training, generation.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = commands.add_parser("data", help="build, describe or list datasets")
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    for name, func, text in (
+        ("build", cmd_data_build, "generate/cache the train and test splits"),
+        ("info", cmd_data_info, "describe a dataset (builds nothing)"),
+    ):
+        sub = data_commands.add_parser(name, help=text)
+        sub.add_argument("dataset", metavar="DATASET")
+        sub.add_argument("--data-dir", help="where generated data is cached")
+        sub.add_argument("--seed", type=int, help="generation seed (data.seed)")
+        sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a DataConfig override, e.g. params.source=digits")
+        sub.set_defaults(func=func)
+    data_commands.add_parser("list", help="list the datasets").set_defaults(func=cmd_data_list)
+
+    tr = commands.add_parser("train", help="train a model (resumable)")
+    tr.add_argument("--dataset", help=f"dataset (default {DEFAULTS['dataset']})")
+    tr.add_argument("--model", help=f"objective (default {DEFAULTS['model']}; see `{PROG} models`)")
+    tr.add_argument("--preset", help=f"preset: paper or cpu-short (default {DEFAULTS['preset']})")
+    tr.add_argument("--config", help="a run configuration file (e.g. a run's config.yaml) instead of a preset")
+    tr.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="an override, e.g. train.lr=0.001")
+    tr.add_argument("--out", help="run directory (default runs/<dataset>-<model>-<preset>-seed<seed>)")
+    tr.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    tr.add_argument("--seed", type=int, help="train.seed")
+    tr.add_argument("--epochs", type=int, help="train.epochs")
+    tr.add_argument("--device", help="train.device, e.g. cpu or cuda")
+    tr.add_argument("--data-dir", help="data.data_dir")
+    tr.set_defaults(func=cmd_train)
+
+    gen = commands.add_parser("generate", help="write generation grids from a checkpoint")
+    gen.add_argument("checkpoint", metavar="CHECKPOINT")
+    gen.add_argument("--dataset-split", default="test", help="split to condition on (default test)")
+    gen.add_argument("--from", dest="subsets", action="append", default=[], metavar="M0[,M1...]",
+                     help="a conditioning subset (repeatable; default: each single modality)")
+    gen.add_argument("--n", type=int, default=8, help="examples (columns) per grid")
+    gen.add_argument("--out", help="output folder (default: <checkpoint folder>/generated-<split>)")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--device", default="cpu")
+    gen.add_argument("--dataset", help="dataset name (default: the run's config.yaml)")
+    gen.add_argument("--set", action="append", default=[], metavar="data.KEY=VALUE", help="a data override")
+    gen.set_defaults(func=cmd_generate)
+
+    info = commands.add_parser("info", help="describe a checkpoint")
+    info.add_argument("checkpoint", metavar="CHECKPOINT")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(func=cmd_info)
+
+    commands.add_parser("models", help="list the objectives and their settings").set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CrmvaeError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130

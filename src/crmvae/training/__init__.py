@@ -1,0 +1,33 @@
+"""Training: :func:`train` runs a configuration into a run directory (resumable)."""
+
+from .metrics import read_metrics
+from .trainer import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    GRIDS_DIR,
+    METRICS_FILE,
+    MODEL_FILE,
+    RESUMABLE_KEYS,
+    SUMMARY_FILE,
+    TrainResult,
+    check_dataset,
+    evaluate,
+    resolve_device,
+    train,
+)
+
+__all__ = [
+    "CHECKPOINT_FILE",
+    "CONFIG_FILE",
+    "GRIDS_DIR",
+    "METRICS_FILE",
+    "MODEL_FILE",
+    "RESUMABLE_KEYS",
+    "SUMMARY_FILE",
+    "TrainResult",
+    "check_dataset",
+    "evaluate",
+    "read_metrics",
+    "resolve_device",
+    "train",
+]

@@ -1,0 +1,448 @@
+"""The training loop: exact resume, a non-finite-loss guard, metrics, checkpoints and grids.
+
+A run directory holds ``config.yaml`` (the resolved configuration), ``metrics.jsonl``,
+``checkpoint.pt`` (the latest training state, rewritten atomically every
+``train.checkpoint_every`` steps and at each epoch end), and at the end ``model.pt``,
+``summary.json`` and ``grids/*.png``.
+
+Resuming is exact: a checkpoint holds the weights, the optimizer state, the position in the
+epoch, the running loss sums and the global RNG state, and every epoch's shuffle comes from its
+own generator seeded with ``(seed, epoch)``; test evaluations use a private RNG. An interrupted
+and resumed run therefore ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..checkpoint import read_checkpoint, save_model
+from ..config import (
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    from_dict,
+    save_config,
+    to_dict,
+)
+from ..data import Batch, MultimodalDataset, dataset_info, load_dataset
+from ..errors import CheckpointError, ConfigError, NonFiniteLossError
+from ..model import MultimodalVAE
+from ..visualize import save_generation_grids
+from .metrics import LOSS, MetricsLog, TermSums, stack_values
+from .progress import Progress, format_duration
+
+CONFIG_FILE = "config.yaml"
+CHECKPOINT_FILE = "checkpoint.pt"
+MODEL_FILE = "model.pt"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+GRIDS_DIR = "grids"
+
+#: Settings that may differ between a run and its resumption.
+RESUMABLE_KEYS = frozenset({"train.epochs", "train.max_steps", "train.progress"})
+
+
+@dataclass
+class TrainResult:
+    """What a finished :func:`train` call produced."""
+
+    out_dir: Path
+    config: RunConfig
+    epochs_completed: int
+    global_step: int
+    metrics: dict[str, Any]
+    config_path: Path
+    metrics_path: Path
+    checkpoint_path: Path
+    model_path: Path
+    summary_path: Path
+    grids: list[Path]
+
+
+@dataclass
+class _State:
+    """The position of training, stored at the top level of a checkpoint."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    examples_seen: int = 0
+    elapsed_s: float = 0.0
+    last_epoch_metrics: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------
+# public helpers
+
+
+def resolve_device(name: str) -> torch.device:
+    """``torch.device(name)``, checked to exist on this machine."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"train.device={name!r} is not a valid device ({exc})") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise ConfigError(f"train.device={name!r}, but {torch.cuda.device_count()} CUDA device(s) are available")
+    return device
+
+
+def check_dataset(model: ModelConfig, dataset: MultimodalDataset) -> None:
+    """Raise :class:`ConfigError` unless ``dataset`` has the model's modalities, in order and shape."""
+    names = [m.name for m in model.modalities]
+    if dataset.modality_names != names:
+        raise ConfigError(f"{dataset.name} has modalities {dataset.modality_names}, the model expects {names}")
+    for m in model.modalities:
+        shape = tuple(dataset.specs[m.name].shape)
+        if shape != tuple(m.shape):
+            raise ConfigError(
+                f"modality {m.name!r}: {dataset.name} has examples of shape {shape}, "
+                f"the model configuration says {tuple(m.shape)}"
+            )
+
+
+@torch.no_grad()
+def evaluate(
+    model: MultimodalVAE, dataset: MultimodalDataset, batch_size: int, precision: str = "fp32", seed: int = 0
+) -> dict[str, float]:
+    """Example-weighted means of the loss and its terms over ``dataset``, in eval mode.
+
+    Latent samples come from a private RNG seeded with ``seed``: the result is deterministic and
+    the global RNG (which training consumes) is left as it was.
+    """
+    device = next(model.parameters()).device
+    sums, names = TermSums(), [LOSS]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=_rng_devices(device)), _autocast(device, precision):
+            torch.manual_seed(seed)
+            for batch in dataset.batches(batch_size):
+                batch = batch.to(device)
+                output = model.loss(batch.data, batch.mask)
+                names = [LOSS, *output.terms]
+                sums.add(stack_values(output), len(batch))
+    finally:
+        model.train(was_training)
+    return sums.means(names)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of epoch ``epoch``'s shuffle generator, mixed from ``(seed, epoch)``."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+# --------------------------------------------------------------------------------------------
+# the entry point
+
+
+def train(config: RunConfig, out_dir: str | Path, resume: bool = False) -> TrainResult:
+    """Train ``config`` into ``out_dir`` (continuing its checkpoint when ``resume``).
+
+    Raises :class:`ConfigError` for a bad setting, an occupied ``out_dir``, a dataset that does
+    not fit the model, or a resumed run whose configuration changed (other than
+    :data:`RESUMABLE_KEYS`); :class:`CheckpointError` when there is nothing to resume; and
+    :class:`NonFiniteLossError` when a loss term becomes NaN/inf (the last good state is saved).
+    """
+    out = Path(out_dir)
+    _check_train_config(config.train)
+    device = resolve_device(config.train.device)
+    checkpoint = _open_run_dir(out, resume)
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    torch.manual_seed(config.train.seed)
+    model = MultimodalVAE(config.model)
+    # the resolved configuration: objective and dataset parameters with their defaults filled in
+    data = replace(config.data, params=dataset_info(config.data)["params"])
+    config = replace(config, data=data, model=model.config)
+    if checkpoint is not None:
+        _check_same_run(out, from_dict(RunConfig, checkpoint["run_config"], where=f"{out / CHECKPOINT_FILE}"), config)
+    train_set = load_dataset(config.data, "train")
+    test_set = load_dataset(config.data, "test")
+    for dataset in (train_set, test_set):
+        check_dataset(config.model, dataset)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(config, out / CONFIG_FILE)
+    run = _Run(config, out, model.to(device), train_set, test_set, device, checkpoint)
+    run.run()
+    return run.finish()
+
+
+# --------------------------------------------------------------------------------------------
+# the loop
+
+
+class _Run:
+    """One training session: the model, optimizer, position and bookkeeping."""
+
+    def __init__(
+        self, config: RunConfig, out: Path, model: MultimodalVAE, train_set: MultimodalDataset,
+        test_set: MultimodalDataset, device: torch.device, checkpoint: dict[str, Any] | None,
+    ) -> None:
+        tc = config.train
+        self.config, self.out, self.model, self.device = config, out, model, device
+        self.train_set, self.test_set = train_set, test_set
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr)
+        self.metrics = MetricsLog(out / METRICS_FILE)
+        self.state = _State()
+        self.names: list[str] = []
+        self.sums, self.mark = TermSums(), TermSums()  # epoch sums; their copy at the last log
+        if checkpoint is not None:
+            self._restore(checkpoint)
+        self.steps_per_epoch = train_set.num_batches(tc.batch_size)
+        self.planned_steps = tc.epochs * self.steps_per_epoch
+        self.total_steps = self.planned_steps if tc.max_steps is None else min(tc.max_steps, self.planned_steps)
+        self.progress = Progress(
+            tc.epochs, self.steps_per_epoch, len(train_set), self.total_steps,
+            bar=tc.progress and sys.stderr.isatty(),
+        )
+        self.session_start = self.log_time = time.perf_counter()
+        self.session_steps = 0
+        self.elapsed_before = self.state.elapsed_s
+        self.log_examples = self.state.examples_seen
+
+    def _restore(self, checkpoint: dict[str, Any]) -> None:
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.state = _State(**{f.name: checkpoint[f.name] for f in fields(_State)})
+        self.names = list(checkpoint["term_names"])
+        self.sums = TermSums.from_state(checkpoint["epoch_sums"], self.device)
+        self.mark = TermSums.from_state(checkpoint["log_mark"], self.device)
+        torch.set_rng_state(checkpoint["rng_state"]["cpu"])
+        if "cuda" in checkpoint["rng_state"]:
+            torch.cuda.set_rng_state(checkpoint["rng_state"]["cuda"], self.device)
+        self.metrics.truncate_after(self.state.global_step)
+
+    def elapsed(self) -> float:
+        """Wall time of the whole run (earlier sessions up to their last checkpoint included)."""
+        return self.elapsed_before + time.perf_counter() - self.session_start
+
+    def run(self) -> None:
+        try:
+            while self.state.global_step < self.total_steps:
+                self._train_epoch()
+        finally:
+            self.progress.end_epoch()
+
+    def _train_epoch(self) -> None:
+        tc, s = self.config.train, self.state
+        generator = torch.Generator().manual_seed(epoch_seed(tc.seed, s.epoch))
+        self.progress.start_epoch(s.epoch, min(s.step_in_epoch * tc.batch_size, len(self.train_set)))
+        epoch_start = self.log_time = time.perf_counter()
+        self.log_examples = epoch_examples = s.examples_seen
+        batches = self.train_set.batches(tc.batch_size, shuffle=True, generator=generator, start=s.step_in_epoch)
+        for batch in batches:
+            self._step(batch.to(self.device))
+            if s.global_step % tc.log_every == 0:
+                self._log_step()
+            if s.step_in_epoch == self.steps_per_epoch or s.global_step >= self.total_steps:
+                break  # the epoch's end (below) writes the checkpoint
+            if s.global_step % tc.checkpoint_every == 0:
+                self.save_checkpoint()
+        self.progress.end_epoch()
+        self._close_epoch(s.examples_seen - epoch_examples, time.perf_counter() - epoch_start, epoch_start)
+
+    def _step(self, batch: Batch) -> None:
+        rng = _rng_state(self.device)  # the state before this step, for the non-finite checkpoint
+        with _autocast(self.device, self.config.train.precision):
+            output = self.model.loss(batch.data, batch.mask)
+        values = stack_values(output)
+        if not self.names:
+            self.names = [LOSS, *output.terms]
+        if not bool(torch.isfinite(values).all()):  # the step's only host sync
+            self._non_finite(values, rng)
+        self.optimizer.zero_grad(set_to_none=True)
+        output.loss.backward()
+        self.optimizer.step()
+        n = len(batch)
+        self.sums.add(values, n)
+        self.state.step_in_epoch += 1
+        self.state.global_step += 1
+        self.state.examples_seen += n
+        self.session_steps += 1
+        self.progress.update(n)
+
+    def _non_finite(self, values: Tensor, rng: dict[str, Tensor]) -> None:
+        bad = [name for name, v in zip(self.names, values.tolist()) if not math.isfinite(v)]
+        terms = [name for name in bad if name != LOSS] or ["the total loss"]
+        path = self.save_checkpoint(rng)
+        s = self.state
+        raise NonFiniteLossError(
+            f"non-finite loss in epoch {s.epoch + 1}, step {s.step_in_epoch + 1} (global step {s.global_step + 1}): "
+            f"{', '.join(terms)} became NaN/inf. The state before this step (no update applied) is saved in "
+            f"{path}; try a lower train.lr (now {self.config.train.lr}) or train.precision=fp32."
+        )
+
+    def _log_step(self) -> None:
+        s, now = self.state, time.perf_counter()
+        values = self.sums.means(self.names, minus=self.mark)
+        rate = (s.examples_seen - self.log_examples) / max(now - self.log_time, 1e-9)
+        self.metrics.write({
+            "kind": "step", "epoch": s.epoch + 1, "step": s.step_in_epoch, "global_step": s.global_step,
+            **values, "examples_per_s": rate, "elapsed_s": self.elapsed(),
+        })
+        self.progress.log(s.step_in_epoch, s.global_step, values, rate, self.session_steps, now - self.session_start)
+        self.mark = self.sums.copy()
+        self.log_time, self.log_examples = now, s.examples_seen
+
+    def _close_epoch(self, examples: int, train_s: float, epoch_start: float) -> None:
+        """Evaluate, log the epoch (``complete`` false when ``max_steps`` cut it), checkpoint."""
+        tc, s = self.config.train, self.state
+        complete = s.step_in_epoch == self.steps_per_epoch
+        train_means = self.sums.means(self.names)
+        test_means = evaluate(self.model, self.test_set, tc.batch_size, tc.precision, seed=tc.seed)
+        record = {
+            "kind": "epoch", "epoch": s.epoch + 1, "complete": complete, "global_step": s.global_step,
+            "train_loss": train_means[LOSS], **{f"train/{k}": v for k, v in train_means.items() if k != LOSS},
+            "test_loss": test_means[LOSS], **{f"test/{k}": v for k, v in test_means.items() if k != LOSS},
+            "examples_per_s": examples / max(train_s, 1e-9), "epoch_s": time.perf_counter() - epoch_start,
+        }
+        self.metrics.write(record)
+        self.progress.write(
+            f"epoch {s.epoch + 1}/{tc.epochs}{'' if complete else ' (stopped at max_steps)'}: "
+            f"train loss {record['train_loss']:.6g}, test loss {record['test_loss']:.6g}, "
+            f"{record['examples_per_s']:.1f} ex/s, {format_duration(record['epoch_s'])}"
+        )
+        s.last_epoch_metrics = record
+        if complete:
+            s.epoch += 1
+            s.step_in_epoch = 0
+            self.sums, self.mark = TermSums(), TermSums()
+        self.save_checkpoint()
+
+    def save_checkpoint(self, rng: dict[str, Tensor] | None = None) -> Path:
+        """Write the training state atomically to ``checkpoint.pt`` (``weights_only``-loadable)."""
+        self.state.elapsed_s = self.elapsed()
+        path = self.out / CHECKPOINT_FILE
+        save_model(
+            self.model, path,
+            run_config=to_dict(self.config),
+            optimizer=self.optimizer.state_dict(),
+            **asdict(self.state),
+            term_names=self.names,
+            epoch_sums=self.sums.state(),
+            log_mark=self.mark.state(),
+            rng_state=rng or _rng_state(self.device),
+        )
+        return path
+
+    def finish(self) -> TrainResult:
+        """Write ``model.pt``, the generation grids and ``summary.json``."""
+        tc, s, out = self.config.train, self.state, self.out
+        save_model(self.model, out / MODEL_FILE, run_config=to_dict(self.config),
+                   epochs_completed=s.epoch, global_step=s.global_step)
+        grids: list[Path] = []
+        if tc.grid_examples > 0:
+            count = min(tc.grid_examples, len(self.test_set))
+            batch = self.test_set.batch(torch.arange(count))
+            grids = save_generation_grids(self.model, batch, out / GRIDS_DIR, seed=tc.seed)
+        last = s.last_epoch_metrics
+        elapsed = self.elapsed()
+        paths = {
+            "config": out / CONFIG_FILE, "metrics": out / METRICS_FILE, "checkpoint": out / CHECKPOINT_FILE,
+            "model": out / MODEL_FILE, "summary": out / SUMMARY_FILE,
+        }
+        summary = {
+            "epochs_completed": s.epoch, "global_step": s.global_step,
+            "stopped_early": self.total_steps < self.planned_steps,
+            "train_loss": last.get("train_loss"), "test_loss": last.get("test_loss"),
+            "last_epoch": last.get("epoch"), "wall_time_s": elapsed,
+            "examples_per_s": s.examples_seen / max(elapsed, 1e-9),
+            "files": {k: str(v) for k, v in paths.items()} | {"grids": [str(p) for p in grids]},
+        }
+        (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+        return TrainResult(
+            out, self.config, s.epoch, s.global_step, last, paths["config"], paths["metrics"],
+            paths["checkpoint"], paths["model"], paths["summary"], grids,
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# checks and small helpers
+
+
+def _check_train_config(tc: TrainConfig) -> None:
+    minimum = {
+        "epochs": 0, "batch_size": 1, "seed": 0, "log_every": 1, "checkpoint_every": 1, "grid_examples": 0,
+    }
+    for key, low in minimum.items():
+        if getattr(tc, key) < low:
+            raise ConfigError(f"train.{key} must be >= {low}, got {getattr(tc, key)}")
+    for key in ("threads", "max_steps"):
+        value = getattr(tc, key)
+        if value is not None and value < 1:
+            raise ConfigError(f"train.{key} must be >= 1 or null, got {value}")
+    if not tc.lr > 0:
+        raise ConfigError(f"train.lr must be > 0, got {tc.lr}")
+
+
+def _open_run_dir(out: Path, resume: bool) -> dict[str, Any] | None:
+    """The checkpoint to resume from, or ``None`` for a new run; refuses to overwrite a run."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output directory {out} is a file")
+    checkpoint = out / CHECKPOINT_FILE
+    contents = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if resume:
+        if not checkpoint.is_file():
+            why = (f"{out} holds {contents} but no {CHECKPOINT_FILE} (the run stopped before its first "
+                   f"checkpoint; delete the folder and start again)") if contents else f"{out} holds no run"
+            raise CheckpointError(f"nothing to resume: {why}")
+        payload = read_checkpoint(checkpoint)
+        if "optimizer" not in payload:
+            raise CheckpointError(f"{checkpoint} holds a model but no training state; it cannot be resumed")
+        return payload
+    if checkpoint.is_file() or (out / MODEL_FILE).is_file():
+        what = "a finished" if (out / MODEL_FILE).is_file() else "an unfinished"
+        raise ConfigError(
+            f"{out} already holds {what} run; continue it with resume=True (crmvae train --resume) "
+            f"or choose another output directory"
+        )
+    if contents:
+        raise ConfigError(f"output directory {out} is not empty ({', '.join(contents[:5])}); choose another one")
+    return None
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a.b[0].c": leaf}`` for nested dicts and lists of dicts."""
+    if isinstance(value, dict):
+        items = [(f"{prefix}.{k}" if prefix else str(k), v) for k, v in value.items()]
+    elif isinstance(value, list) and any(isinstance(v, dict) for v in value):
+        items = [(f"{prefix}[{i}]", v) for i, v in enumerate(value)]
+    else:
+        return {prefix: value}
+    return {key: leaf for k, v in items for key, leaf in _flatten(v, k).items()}
+
+
+def _check_same_run(out: Path, saved: RunConfig, given: RunConfig) -> None:
+    old, new = _flatten(to_dict(saved)), _flatten(to_dict(given))
+    differ = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in RESUMABLE_KEYS)
+    if differ:
+        details = "; ".join(f"{k}: run has {old.get(k)!r}, given {new.get(k)!r}" for k in differ)
+        raise ConfigError(
+            f"cannot resume {out}: the configuration differs from the run's in {details}. "
+            f"Only {', '.join(sorted(RESUMABLE_KEYS))} may change on resume"
+        )
+
+
+def _rng_devices(device: torch.device) -> list[torch.device]:
+    return [device] if device.type == "cuda" else []
+
+
+def _rng_state(device: torch.device) -> dict[str, Tensor]:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _autocast(device: torch.device, precision: str) -> torch.autocast:
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")

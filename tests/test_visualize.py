@@ -1,0 +1,96 @@
+"""Image grids and generation grids."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from crmvae.config import ModalityConfig, ModelConfig
+from crmvae.data import Batch
+from crmvae.errors import ConfigError
+from crmvae.model import MultimodalVAE
+from crmvae.nets import register_network
+from crmvae.visualize import BACKGROUND, image_grid, save_generation_grids
+
+
+class TinyEncoder(nn.Module):
+    def __init__(self, size: int, latent_dim: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(size, 2 * latent_dim))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        mu, logvar = self.net(x).chunk(2, dim=-1)
+        return mu, logvar
+
+
+@register_network("test_tiny_mlp")
+def tiny_mlp(modality: ModalityConfig, latent_dim: int) -> tuple[nn.Module, nn.Module]:
+    size = math.prod(modality.shape)
+    decoder = nn.Sequential(nn.Linear(latent_dim, size), nn.Sigmoid(), nn.Unflatten(1, tuple(modality.shape)))
+    return TinyEncoder(size, latent_dim), decoder
+
+
+@pytest.fixture
+def model() -> MultimodalVAE:
+    torch.manual_seed(0)
+    return MultimodalVAE(ModelConfig(
+        modalities=[
+            ModalityConfig("grey", [1, 6, 5], "test_tiny_mlp", "laplace"),
+            ModalityConfig("colour", [3, 6, 5], "test_tiny_mlp", "laplace"),
+            ModalityConfig("vec", [4], "test_tiny_mlp", "normal"),
+        ],
+        latent_dim=3,
+    ))
+
+
+@pytest.fixture
+def batch() -> Batch:
+    g = torch.Generator().manual_seed(1)
+    data = {"grey": torch.rand(4, 1, 6, 5, generator=g), "colour": torch.rand(4, 3, 6, 5, generator=g),
+            "vec": torch.randn(4, 4, generator=g)}
+    return Batch(data, torch.ones(4, 3, dtype=torch.bool))
+
+
+def test_image_grid_layout_clamping_and_greyscale() -> None:
+    grey = torch.full((3, 1, 4, 5), 2.0)  # clamped to white
+    colour = torch.zeros(2, 3, 4, 5)
+    colour[:, 0] = -1.0  # clamped to black
+    grid = image_grid([grey, colour], gap=2, group_gaps={0: 3})
+    assert grid.mode == "RGB" and grid.size == (3 * 5 + 2 * 2, 2 * 4 + 2 + 3)
+    pixels = np.asarray(grid)
+    assert (pixels[:4, :5] == 255).all()  # greyscale shown as RGB white
+    assert (pixels[9:, :5] == 0).all()  # second row starts after the widened gap
+    assert (pixels[:, 5:7] == BACKGROUND).all()  # gap between columns
+    assert (pixels[9:, 2 * 7 :] == BACKGROUND).all()  # the short row leaves its last cell empty
+
+
+def test_generation_grids(model: MultimodalVAE, batch: Batch, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    rng = torch.get_rng_state()
+    with caplog.at_level(logging.WARNING):
+        paths = save_generation_grids(model, batch, tmp_path, subsets=[["grey"], ["grey", "vec"]], seed=3)
+    assert "['vec'] are not images" in caplog.text
+    assert [p.name for p in paths] == ["from_grey.png", "from_grey+vec.png", "prior_samples.png"]
+    assert torch.equal(torch.get_rng_state(), rng)  # the global RNG is untouched
+    with Image.open(paths[0]) as image:  # 2 input rows, a wider gap, 2 generated rows; 4 columns
+        assert image.size == (4 * 7 - 2, 4 * 8 - 2 + 6)
+    with Image.open(paths[-1]) as image:
+        assert image.size == (4 * 7 - 2, 2 * 8 - 2)
+    first = [p.read_bytes() for p in paths]
+    again = save_generation_grids(model, batch, tmp_path / "again", subsets=[["grey"], ["grey", "vec"]], seed=3)
+    assert [p.read_bytes() for p in again] == first  # deterministic given the seed
+    other = save_generation_grids(model, batch, tmp_path / "other", subsets=[["grey"]], seed=4)
+    assert other[0].read_bytes() != first[0]
+
+
+def test_generation_grids_default_subsets_and_errors(model: MultimodalVAE, batch: Batch, tmp_path: Path) -> None:
+    paths = save_generation_grids(model, batch.data, tmp_path)
+    assert [p.name for p in paths] == ["from_grey.png", "from_colour.png", "from_vec.png", "prior_samples.png"]
+    with pytest.raises(ConfigError, match="nope"):
+        save_generation_grids(model, batch, tmp_path, subsets=[["nope"]])
