@@ -23,6 +23,7 @@ from crmvae.data.base import ModalitySpec, MultimodalDataset
 from crmvae.model import MultimodalVAE
 from crmvae.objectives import OBJECTIVES
 
+#: Named variants; ``mmvae-dreg`` (K=30) is ~30x slower, so it is not in the default list.
 VARIANTS = {
     "mopoe-stratified": ("mopoe", {"estimator": "stratified"}),
     "mmvae-dreg": ("mmvae", {"estimator": "dreg", "num_importance_samples": 30}),
@@ -66,7 +67,7 @@ def measure(name: str, params: dict, data: MultimodalDataset, args: argparse.Nam
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default=",".join(list(OBJECTIVES) + list(VARIANTS)))
+    parser.add_argument("--models", default=",".join([*OBJECTIVES, "mopoe-stratified"]))
     parser.add_argument("--examples", type=int, default=2048)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs after one warm-up epoch")

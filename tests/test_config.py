@@ -157,11 +157,11 @@ def test_malformed_override_is_config_error(item):
 
 # ---------------------------------------------------------------------------------------- presets
 
-EXPECTED_PRESETS = {
-    ("polymnist", "paper"): (500, 1.0),
-    ("polymnist", "cpu-short"): (2, 1.0),
-    ("translated_polymnist", "paper"): (500, 0.1),
-    ("translated_polymnist", "cpu-short"): (2, 0.1),
+EXPECTED_PRESETS = {  # epochs, batch size, lr, beta
+    ("polymnist", "paper"): (500, 256, 5e-4, 1.0),
+    ("polymnist", "cpu-short"): (3, 128, 1e-3, 0.1),
+    ("translated_polymnist", "paper"): (500, 256, 5e-4, 0.1),
+    ("translated_polymnist", "cpu-short"): (3, 128, 1e-3, 0.1),
 }
 
 
@@ -172,10 +172,10 @@ def test_every_preset_is_covered():
 @pytest.mark.parametrize("dataset, preset", sorted(EXPECTED_PRESETS))
 def test_build_run_config_for_each_preset(dataset, preset):
     cfg = build_run_config(dataset, "crmvae", preset)
-    epochs, beta = EXPECTED_PRESETS[dataset, preset]
+    epochs, batch_size, lr, beta = EXPECTED_PRESETS[dataset, preset]
     assert isinstance(cfg, RunConfig)
     assert cfg.data.dataset == dataset
-    assert cfg.train.epochs == epochs and cfg.train.batch_size == 256 and cfg.train.lr == 5e-4
+    assert cfg.train.epochs == epochs and cfg.train.batch_size == batch_size and cfg.train.lr == lr
     assert cfg.model.latent_dim == 512 and cfg.model.objective_params == {"beta": beta}
     assert [m.name for m in cfg.model.modalities] == [f"m{i}" for i in range(5)]
     assert all(m.shape == [3, 28, 28] and m.likelihood == "laplace" for m in cfg.model.modalities)

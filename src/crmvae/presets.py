@@ -28,9 +28,13 @@ _POLYMNIST_PAPER: dict[str, Any] = {
     "model": {"latent_dim": 512, "objective_params": {"beta": 1.0}},
     "train": {"epochs": 500, "batch_size": 256, "lr": 5e-4},
 }
+# A few minutes on a 2-core CPU. The paper's settings need hundreds of epochs: at beta 1,
+# lr 5e-4 and batch 256 the posterior stays collapsed (KL ~ 0, flat reconstructions) for the
+# first epochs. beta 0.1 (the paper's Translated-PolyMNIST value), lr 1e-3 and batch 128 make
+# the latent informative within the first few hundred steps.
 _POLYMNIST_CPU_SHORT: dict[str, Any] = {
-    "model": {"latent_dim": 512, "objective_params": {"beta": 1.0}},
-    "train": {"epochs": 2, "batch_size": 256, "lr": 5e-4},
+    "model": {"latent_dim": 512, "objective_params": {"beta": 0.1}},
+    "train": {"epochs": 3, "batch_size": 128, "lr": 1e-3},
 }
 
 #: ``PRESETS[dataset][preset]``: values applied over the defaults.
@@ -38,7 +42,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "polymnist": {"paper": _POLYMNIST_PAPER, "cpu-short": _POLYMNIST_CPU_SHORT},
     "translated_polymnist": {
         "paper": {**_POLYMNIST_PAPER, "model": {"latent_dim": 512, "objective_params": {"beta": 0.1}}},
-        "cpu-short": {**_POLYMNIST_CPU_SHORT, "model": {"latent_dim": 512, "objective_params": {"beta": 0.1}}},
+        "cpu-short": _POLYMNIST_CPU_SHORT,
     },
 }
 
