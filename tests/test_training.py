@@ -25,7 +25,8 @@ def tiny_config(data_dir: Path, *overrides: str) -> RunConfig:
     return build_run_config("polymnist", "crmvae", "cpu-short", [
         "data.params.source=digits", "data.train_size=256", "data.test_size=64", f"data.data_dir={data_dir}",
         "model.latent_dim=8", "train.batch_size=32", "train.epochs=2", "train.log_every=4",
-        "train.checkpoint_every=1000", "train.grid_examples=4", "train.progress=false", "train.threads=1", *overrides,
+        "train.checkpoint_every=1000", "train.grid_examples=4", "train.progress=false", "train.threads=1",
+        "model.objective_params.beta=1.0", *overrides,
     ])
 
 
