@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,18 +18,6 @@ from crmvae.config import RunConfig, load_config
 from crmvae.training import read_metrics, train
 
 TIMEOUT_S = 120
-
-
-@pytest.fixture(scope="module", autouse=True)
-def restore_threads() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("data")
 
 
 def train_args(data_dir: Path, out: Path, *extra: str) -> list[str]:

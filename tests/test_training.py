@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,19 +27,6 @@ def tiny_config(data_dir: Path, *overrides: str) -> RunConfig:
         "train.checkpoint_every=1000", "train.grid_examples=4", "train.progress=false", "train.threads=1",
         "model.objective_params.beta=1.0", *overrides,
     ])
-
-
-@pytest.fixture(scope="module", autouse=True)
-def restore_threads() -> Iterator[None]:
-    """``train.threads`` sets torch's thread count process-wide; put it back afterwards."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("data")
 
 
 @pytest.fixture(scope="module")
