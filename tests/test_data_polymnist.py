@@ -327,29 +327,6 @@ def missing_modality(root: Path) -> None:
     (root / "train" / "m3").rmdir()
 
 
-@pytest.mark.parametrize(
-    "damage, names",
-    [
-        (truncate_png, ["3.3.png", "'m2'", "unreadable"]),
-        (empty_folder, ["m1", "empty folder"]),
-        (drop_one_file, ["'m4' has 11 images", "'m0' has 12"]),
-        (mismatch_label, ["5.6.png", "'m3'", "label 6 differs"]),
-        (wrong_png_size, ["2.2.png", "'m1'", "32x32", "expected RGB 28x28"]),
-        (grey_png, ["4.4.png", "'m0'", "L 28x28"]),
-        (missing_modality, ["m3", "missing folder"]),
-    ],
-)
-def test_png_release_errors_name_file_and_modality(
-    tmp_path: Path, damage, names: list[str]
-) -> None:
-    write_png_release(tmp_path)
-    damage(tmp_path)
-    with pytest.raises(DataError) as info:
-        load_dataset(DataConfig(root=str(tmp_path)), "train")
-    for part in names:
-        assert part in str(info.value)
-
-
 def pt_wrong_shape(root: Path) -> None:
     torch.save(torch.zeros(6, 1, 28, 28, dtype=torch.uint8), root / "train" / "m2.pt")
 
@@ -387,21 +364,29 @@ def pt_missing_labels(root: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "damage, names",
+    "write_release, damage, names",
     [
-        (pt_wrong_shape, ["m2.pt", "'m2'", "(6, 1, 28, 28)", "expected [N, 3, 28, 28]"]),
-        (pt_wrong_dtype, ["m1.pt", "'m1'", "torch.int32"]),
-        (pt_float_out_of_range, ["m0.pt", "'m0'", "[0, 1]"]),
-        (pt_count_mismatch, ["m4.pt", "5 images", "6 labels"]),
-        (pt_bad_labels, ["labels.pt", "[0, 10]"]),
-        (pt_float_labels, ["labels.pt", "integer tensor"]),
-        (pt_corrupt, ["m3.pt", "'m3'", "cannot load"]),
-        (pt_not_a_tensor, ["m3.pt", "must be a tensor"]),
-        (pt_missing_labels, ["labels.pt", "missing file"]),
+        (write_png_release, truncate_png, ["3.3.png", "'m2'", "unreadable"]),
+        (write_png_release, empty_folder, ["m1", "empty folder"]),
+        (write_png_release, drop_one_file, ["'m4' has 11 images", "'m0' has 12"]),
+        (write_png_release, mismatch_label, ["5.6.png", "'m3'", "label 6 differs"]),
+        (write_png_release, wrong_png_size, ["2.2.png", "'m1'", "32x32", "expected RGB 28x28"]),
+        (write_png_release, grey_png, ["4.4.png", "'m0'", "L 28x28"]),
+        (write_png_release, missing_modality, ["m3", "missing folder"]),
+        (write_pt_release, pt_wrong_shape, ["m2.pt", "'m2'", "(6, 1, 28, 28)", "expected [N, 3, 28, 28]"]),
+        (write_pt_release, pt_wrong_dtype, ["m1.pt", "'m1'", "torch.int32"]),
+        (write_pt_release, pt_float_out_of_range, ["m0.pt", "'m0'", "[0, 1]"]),
+        (write_pt_release, pt_count_mismatch, ["m4.pt", "5 images", "6 labels"]),
+        (write_pt_release, pt_bad_labels, ["labels.pt", "[0, 10]"]),
+        (write_pt_release, pt_float_labels, ["labels.pt", "integer tensor"]),
+        (write_pt_release, pt_corrupt, ["m3.pt", "'m3'", "cannot load"]),
+        (write_pt_release, pt_not_a_tensor, ["m3.pt", "must be a tensor"]),
+        (write_pt_release, pt_missing_labels, ["labels.pt", "missing file"]),
     ],
 )
-def test_pt_release_errors_name_file_and_modality(tmp_path: Path, damage, names: list[str]) -> None:
-    write_pt_release(tmp_path)
+def test_release_errors_name_file_and_modality(tmp_path: Path, write_release, damage, names: list[str]) -> None:
+    """Each damaged file of either release layout raises a DataError naming what is wrong."""
+    write_release(tmp_path)
     damage(tmp_path)
     with pytest.raises(DataError) as info:
         load_dataset(DataConfig(root=str(tmp_path)), "train")

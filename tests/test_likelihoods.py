@@ -20,22 +20,21 @@ def _reference(dist: torch.distributions.Distribution, x: torch.Tensor) -> torch
     return dist.log_prob(x.unsqueeze(0).expand(dist.batch_shape)).flatten(2).sum(-1)
 
 
-@pytest.mark.parametrize("scale", [0.75, 0.3])
-def test_laplace_log_prob_matches_torch(scale):
+@pytest.mark.parametrize(
+    "name, dist_cls, scale, sample_x",
+    [
+        ("laplace", torch.distributions.Laplace, 0.75, torch.rand),
+        ("laplace", torch.distributions.Laplace, 0.3, torch.rand),
+        ("normal", torch.distributions.Normal, 1.0, torch.randn),
+        ("normal", torch.distributions.Normal, 0.4, torch.randn),
+    ],
+)
+def test_location_scale_log_prob_matches_torch(name, dist_cls, scale, sample_x):
     params = torch.randn(K, B, *EVENT, generator=_gen(0))
-    x = torch.rand(B, *EVENT, generator=_gen(1))
-    got = build_likelihood("laplace", scale).log_prob(params, x)
-    expected = _reference(torch.distributions.Laplace(params, scale), x)
+    x = sample_x(B, *EVENT, generator=_gen(1))
+    got = build_likelihood(name, scale).log_prob(params, x)
+    expected = _reference(dist_cls(params, scale), x)
     assert got.shape == (K, B)
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-3)
-
-
-@pytest.mark.parametrize("scale", [1.0, 0.4])
-def test_normal_log_prob_matches_torch(scale):
-    params = torch.randn(K, B, *EVENT, generator=_gen(2))
-    x = torch.randn(B, *EVENT, generator=_gen(3))
-    got = build_likelihood("normal", scale).log_prob(params, x)
-    expected = _reference(torch.distributions.Normal(params, scale), x)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-3)
 
 
