@@ -21,6 +21,7 @@ from torch import Tensor
 from .data.base import Batch
 from .errors import ConfigError
 from .model import MultimodalVAE
+from .seeding import private_rng
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +104,7 @@ def save_generation_grids(
     model.eval()
     paths = []
     try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(seed)
+        with private_rng(seed, device):
             inputs = [data[name] for name in shown]
             for subset in subsets:
                 generated = model.generate(data, subset=subset, targets=shown, mask=mask)

@@ -37,6 +37,7 @@ from ..config import (
 from ..data import Batch, MultimodalDataset, dataset_info, load_dataset
 from ..errors import CheckpointError, ConfigError, NonFiniteLossError
 from ..model import MultimodalVAE
+from ..seeding import private_rng
 from ..visualize import save_generation_grids
 from .metrics import LOSS, MetricsLog, TermSums, stack_values
 from .progress import Progress, format_duration
@@ -124,8 +125,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     try:
-        with torch.random.fork_rng(devices=_rng_devices(device)), _autocast(device, precision):
-            torch.manual_seed(seed)
+        with private_rng(seed, device), _autocast(device, precision):
             for batch in dataset.batches(batch_size):
                 batch = batch.to(device)
                 output = model.loss(batch.data, batch.mask)
@@ -431,10 +431,6 @@ def _check_same_run(out: Path, saved: RunConfig, given: RunConfig) -> None:
             f"cannot resume {out}: the configuration differs from the run's in {details}. "
             f"Only {', '.join(sorted(RESUMABLE_KEYS))} may change on resume"
         )
-
-
-def _rng_devices(device: torch.device) -> list[torch.device]:
-    return [device] if device.type == "cuda" else []
 
 
 def _rng_state(device: torch.device) -> dict[str, Tensor]:
