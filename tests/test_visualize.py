@@ -94,3 +94,16 @@ def test_generation_grids_default_subsets_and_errors(model: MultimodalVAE, batch
     assert [p.name for p in paths] == ["from_grey.png", "from_colour.png", "from_vec.png", "prior_samples.png"]
     with pytest.raises(ConfigError, match="nope"):
         save_generation_grids(model, batch, tmp_path, subsets=[["nope"]])
+
+
+def test_image_grid_centres_smaller_images_in_the_largest_cell() -> None:
+    small = torch.full((2, 1, 2, 2), 0.5)  # grey 2x2, e.g. MNIST beside SVHN
+    large = torch.zeros(2, 3, 4, 6)
+    pixels = np.asarray(image_grid([small, large], gap=1))
+    assert pixels.shape == (4 + 1 + 4, 2 * 6 + 1, 3)
+    assert (pixels[1:3, 2:4] == 128).all()  # centred: offsets (4-2)//2 = 1 and (6-2)//2 = 2
+    assert (pixels[0, :6] == BACKGROUND).all() and (pixels[1:3, :2] == BACKGROUND).all()
+    assert (pixels[1:3, 9:11] == 128).all()  # second column: 6 + 1 + 2
+    assert (pixels[5:, :6] == 0).all()
+    with pytest.raises(ValueError, match="1\\|3"):
+        image_grid([torch.zeros(1, 2, 4, 4)])

@@ -32,15 +32,18 @@ BACKGROUND = (255, 255, 255)
 def image_grid(rows: Sequence[Tensor], gap: int = 2, group_gaps: Mapping[int, int] | None = None) -> Image.Image:
     """One RGB image of ``rows`` (each ``[N, C, H, W]``, C = 1 or 3) laid out row by row.
 
-    Values are clamped to [0, 1]; greyscale is repeated to RGB. Cells are separated by ``gap``
-    pixels; ``group_gaps[i]`` widens the gap after row ``i`` (to separate blocks of rows).
+    Values are clamped to [0, 1]; greyscale is repeated to RGB. Rows may differ in size (MNIST
+    28x28 beside SVHN 32x32): every cell is as large as the largest image and smaller images are
+    centred in it. Cells are separated by ``gap`` pixels; ``group_gaps[i]`` widens the gap after
+    row ``i`` (to separate blocks of rows).
     """
     if not rows:
         raise ValueError("image_grid needs at least one row")
     shapes = {tuple(r.shape[1:]) for r in rows}
-    if len({(h, w) for _, h, w in shapes}) != 1 or any(c not in (1, 3) for c, _, _ in shapes):
-        raise ValueError(f"rows must hold [N, 1|3, H, W] images of one size, got {sorted(shapes)}")
-    _, h, w = next(iter(shapes))
+    if any(len(s) != 3 or s[0] not in (1, 3) for s in shapes):
+        raise ValueError(f"rows must hold [N, 1|3, H, W] images, got {sorted(shapes)}")
+    h = max(s[1] for s in shapes)
+    w = max(s[2] for s in shapes)
     cols = max(r.shape[0] for r in rows)
     extra = group_gaps or {}
     tops = np.cumsum([0] + [h + gap + extra.get(i, 0) for i in range(len(rows) - 1)])
@@ -49,9 +52,10 @@ def image_grid(rows: Sequence[Tensor], gap: int = 2, group_gaps: Mapping[int, in
     for top, row in zip(tops, rows):
         pixels = row.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu()
         pixels = pixels.expand(-1, 3, -1, -1).permute(0, 2, 3, 1).numpy()  # [N, H, W, 3]
+        dy, dx = (h - pixels.shape[1]) // 2, (w - pixels.shape[2]) // 2
         for j, cell in enumerate(pixels):
-            left = j * (w + gap)
-            canvas[top : top + h, left : left + w] = cell
+            left = j * (w + gap) + dx
+            canvas[top + dy : top + dy + cell.shape[0], left : left + cell.shape[1]] = cell
     return Image.fromarray(canvas)
 
 
