@@ -9,6 +9,10 @@ Resuming is exact: a checkpoint holds the weights, the optimizer state, the posi
 epoch, the running loss sums and the global RNG state, and every epoch's shuffle comes from its
 own generator seeded with ``(seed, epoch)``; test evaluations use a private RNG. An interrupted
 and resumed run therefore ends with the same weights as an uninterrupted one.
+
+Under ``torchrun`` the run is data-parallel (:mod:`crmvae.training.distributed`): every rank
+takes its share of each global batch, logged values are global means, rank 0 alone writes the
+run directory, and a non-finite loss on any rank stops all of them.
 """
 
 from __future__ import annotations
@@ -37,8 +41,17 @@ from ..config import (
 from ..data import Batch, MultimodalDataset, dataset_info, load_dataset
 from ..errors import CheckpointError, ConfigError, NonFiniteLossError
 from ..model import MultimodalVAE
+from ..objectives import ObjectiveOutput
 from ..seeding import private_rng
 from ..visualize import save_generation_grids
+from .distributed import (
+    DistContext,
+    detect_context,
+    loss_weight,
+    process_group,
+    rank_seed,
+    wrap,
+)
 from .metrics import LOSS, MetricsLog, TermSums, stack_values
 from .progress import Progress, format_duration
 
@@ -152,29 +165,39 @@ def train(config: RunConfig, out_dir: str | Path, resume: bool = False) -> Train
     not fit the model, or a resumed run whose configuration changed (other than
     :data:`RESUMABLE_KEYS`); :class:`CheckpointError` when there is nothing to resume; and
     :class:`NonFiniteLossError` when a loss term becomes NaN/inf (the last good state is saved).
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) or in a joined process group, every process calls
+    ``train`` and the run is data-parallel; every rank returns rank 0's :class:`TrainResult`.
     """
     out = Path(out_dir)
-    _check_train_config(config.train)
+    ctx = detect_context()
+    _check_train_config(config.train, ctx.world_size)
     device = resolve_device(config.train.device)
-    checkpoint = _open_run_dir(out, resume)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
-    torch.manual_seed(config.train.seed)
-    model = MultimodalVAE(config.model)
-    # the resolved configuration: objective and dataset parameters with their defaults filled in
-    data = replace(config.data, params=dataset_info(config.data)["params"])
-    config = replace(config, data=data, model=model.config)
-    if checkpoint is not None:
-        _check_same_run(out, from_dict(RunConfig, checkpoint["run_config"], where=f"{out / CHECKPOINT_FILE}"), config)
-    train_set = load_dataset(config.data, "train")
-    test_set = load_dataset(config.data, "test")
-    for dataset in (train_set, test_set):
-        check_dataset(config.model, dataset)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(config, out / CONFIG_FILE)
-    run = _Run(config, out, model.to(device), train_set, test_set, device, checkpoint)
-    run.run()
-    return run.finish()
+    with process_group(ctx, device) as device:
+        checkpoint = ctx.from_main(lambda: _open_run_dir(out, resume))
+        torch.manual_seed(config.train.seed)
+        model = MultimodalVAE(config.model)  # the same initial weights on every rank
+        if ctx.rank > 0:  # rank 0 goes on with the single-process noise stream, the others get their own
+            torch.manual_seed(rank_seed(config.train.seed, ctx.rank))
+        # the resolved configuration: objective and dataset parameters with their defaults filled in
+        data = replace(config.data, params=dataset_info(config.data)["params"])
+        config = replace(config, data=data, model=model.config)
+        if checkpoint is not None:
+            saved = from_dict(RunConfig, checkpoint["run_config"], where=f"{out / CHECKPOINT_FILE}")
+            _check_same_run(out, saved, config)
+        train_set, test_set = ctx.local_main_first(
+            lambda: (load_dataset(config.data, "train"), load_dataset(config.data, "test"))
+        )
+        for dataset in (train_set, test_set):
+            check_dataset(config.model, dataset)
+        if ctx.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            save_config(config, out / CONFIG_FILE)
+        run = _Run(config, out, model.to(device), train_set, test_set, device, checkpoint, ctx)
+        run.run()
+        return ctx.from_main(run.finish)
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,14 +205,18 @@ def train(config: RunConfig, out_dir: str | Path, resume: bool = False) -> Train
 
 
 class _Run:
-    """One training session: the model, optimizer, position and bookkeeping."""
+    """One training session (of one rank): the model, optimizer, position and bookkeeping.
+
+    Every rank keeps the same position and global loss sums; rank 0 alone logs and writes files.
+    """
 
     def __init__(
         self, config: RunConfig, out: Path, model: MultimodalVAE, train_set: MultimodalDataset,
         test_set: MultimodalDataset, device: torch.device, checkpoint: dict[str, Any] | None,
+        ctx: DistContext,
     ) -> None:
         tc = config.train
-        self.config, self.out, self.model, self.device = config, out, model, device
+        self.config, self.out, self.model, self.device, self.ctx = config, out, model, device, ctx
         self.train_set, self.test_set = train_set, test_set
         self.optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr)
         self.metrics = MetricsLog(out / METRICS_FILE)
@@ -198,12 +225,13 @@ class _Run:
         self.sums, self.mark = TermSums(), TermSums()  # epoch sums; their copy at the last log
         if checkpoint is not None:
             self._restore(checkpoint)
+        self.net = wrap(model, ctx, device)
         self.steps_per_epoch = train_set.num_batches(tc.batch_size)
         self.planned_steps = tc.epochs * self.steps_per_epoch
         self.total_steps = self.planned_steps if tc.max_steps is None else min(tc.max_steps, self.planned_steps)
         self.progress = Progress(
             tc.epochs, self.steps_per_epoch, len(train_set), self.total_steps,
-            bar=tc.progress and sys.stderr.isatty(),
+            bar=tc.progress and ctx.is_main and sys.stderr.isatty(),
         )
         self.session_start = self.log_time = time.perf_counter()
         self.session_steps = 0
@@ -217,10 +245,28 @@ class _Run:
         self.names = list(checkpoint["term_names"])
         self.sums = TermSums.from_state(checkpoint["epoch_sums"], self.device)
         self.mark = TermSums.from_state(checkpoint["log_mark"], self.device)
-        torch.set_rng_state(checkpoint["rng_state"]["cpu"])
-        if "cuda" in checkpoint["rng_state"]:
-            torch.cuda.set_rng_state(checkpoint["rng_state"]["cuda"], self.device)
-        self.metrics.truncate_after(self.state.global_step)
+        rng = self._own_rng_state(checkpoint)
+        if rng is None:
+            torch.manual_seed(rank_seed(self.config.train.seed, self.ctx.rank, self.state.global_step))
+        else:
+            torch.set_rng_state(rng["cpu"])
+            if "cuda" in rng:
+                torch.cuda.set_rng_state(rng["cuda"], self.device)
+        if self.ctx.is_main:
+            self.metrics.truncate_after(self.state.global_step)
+
+    def _own_rng_state(self, checkpoint: dict[str, Any]) -> dict[str, Tensor] | None:
+        """This rank's RNG state in ``checkpoint``; ``None`` for a rank > 0 when the number of
+        processes changed (its noise stream is then reseeded and the resumption is not bit-exact)."""
+        ctx = self.ctx
+        states = checkpoint.get("rank_rng_states") or [checkpoint["rng_state"]]
+        if len(states) == ctx.world_size:
+            return states[ctx.rank]
+        if ctx.is_main:
+            print(f"resuming with {ctx.world_size} process(es), the checkpoint was written by {len(states)}: "
+                  f"the noise streams of ranks > 0 are reseeded, so the run will not be bit-identical to an "
+                  f"uninterrupted one", file=sys.stderr, flush=True)
+        return states[0] if ctx.is_main else None
 
     def elapsed(self) -> float:
         """Wall time of the whole run (earlier sessions up to their last checkpoint included)."""
@@ -241,8 +287,8 @@ class _Run:
         self.log_examples = epoch_examples = s.examples_seen
         batches = self.train_set.batches(tc.batch_size, shuffle=True, generator=generator, start=s.step_in_epoch)
         for batch in batches:
-            self._step(batch.to(self.device))
-            if s.global_step % tc.log_every == 0:
+            self._step(batch)
+            if s.global_step % tc.log_every == 0 and self.ctx.is_main:
                 self._log_step()
             if s.step_in_epoch == self.steps_per_epoch or s.global_step >= self.total_steps:
                 break  # the epoch's end (below) writes the checkpoint
@@ -252,18 +298,21 @@ class _Run:
         self._close_epoch(s.examples_seen - epoch_examples, time.perf_counter() - epoch_start, epoch_start)
 
     def _step(self, batch: Batch) -> None:
+        """One optimizer step on a global batch, of which this rank computes its share."""
         rng = _rng_state(self.device)  # the state before this step, for the non-finite checkpoint
+        shard, count = self.ctx.shard(batch)
+        shard = shard.to(self.device)
+        n = len(batch)
         with _autocast(self.device, self.config.train.precision):
-            output = self.model.loss(batch.data, batch.mask)
-        values = stack_values(output)
+            loss, terms = self.net(shard.data, shard.mask)
+        values = self.ctx.mean(stack_values(ObjectiveOutput(loss, terms)), count, n)  # global batch means
         if not self.names:
-            self.names = [LOSS, *output.terms]
-        if not bool(torch.isfinite(values).all()):  # the step's only host sync
+            self.names = [LOSS, *terms]
+        if not bool(torch.isfinite(values).all()):  # the step's only host sync; the same on every rank
             self._non_finite(values, rng)
         self.optimizer.zero_grad(set_to_none=True)
-        output.loss.backward()
+        (loss * loss_weight(count, n, self.ctx.world_size)).backward()
         self.optimizer.step()
-        n = len(batch)
         self.sums.add(values, n)
         self.state.step_in_epoch += 1
         self.state.global_step += 1
@@ -295,9 +344,19 @@ class _Run:
         self.log_time, self.log_examples = now, s.examples_seen
 
     def _close_epoch(self, examples: int, train_s: float, epoch_start: float) -> None:
-        """Evaluate, log the epoch (``complete`` false when ``max_steps`` cut it), checkpoint."""
-        tc, s = self.config.train, self.state
+        """Evaluate and log the epoch on rank 0 (``complete`` false when ``max_steps`` cut it), checkpoint."""
+        s = self.state
         complete = s.step_in_epoch == self.steps_per_epoch
+        if self.ctx.is_main:
+            self._log_epoch(complete, examples, train_s, epoch_start)
+        if complete:
+            s.epoch += 1
+            s.step_in_epoch = 0
+            self.sums, self.mark = TermSums(), TermSums()
+        self.save_checkpoint()
+
+    def _log_epoch(self, complete: bool, examples: int, train_s: float, epoch_start: float) -> None:
+        tc, s = self.config.train, self.state
         train_means = self.sums.means(self.names)
         test_means = evaluate(self.model, self.test_set, tc.batch_size, tc.precision, seed=tc.seed)
         record = {
@@ -313,30 +372,33 @@ class _Run:
             f"{record['examples_per_s']:.1f} ex/s, {format_duration(record['epoch_s'])}"
         )
         s.last_epoch_metrics = record
-        if complete:
-            s.epoch += 1
-            s.step_in_epoch = 0
-            self.sums, self.mark = TermSums(), TermSums()
-        self.save_checkpoint()
 
     def save_checkpoint(self, rng: dict[str, Tensor] | None = None) -> Path:
-        """Write the training state atomically to ``checkpoint.pt`` (``weights_only``-loadable)."""
-        self.state.elapsed_s = self.elapsed()
+        """Write the training state atomically to ``checkpoint.pt`` (``weights_only``-loadable).
+
+        Under DDP every rank calls it: rank 0 writes the weights and every rank's RNG state
+        (``rank_rng_states``), and all return once the file is in place.
+        """
+        states = self.ctx.gather(rng or _rng_state(self.device))
         path = self.out / CHECKPOINT_FILE
-        save_model(
-            self.model, path,
-            run_config=to_dict(self.config),
-            optimizer=self.optimizer.state_dict(),
-            **asdict(self.state),
-            term_names=self.names,
-            epoch_sums=self.sums.state(),
-            log_mark=self.mark.state(),
-            rng_state=rng or _rng_state(self.device),
-        )
+        if self.ctx.is_main:
+            self.state.elapsed_s = self.elapsed()
+            save_model(
+                self.model, path,
+                run_config=to_dict(self.config),
+                optimizer=self.optimizer.state_dict(),
+                **asdict(self.state),
+                term_names=self.names,
+                epoch_sums=self.sums.state(),
+                log_mark=self.mark.state(),
+                rng_state=states[0],
+                **({"rank_rng_states": states} if self.ctx.enabled else {}),
+            )
+        self.ctx.barrier()
         return path
 
     def finish(self) -> TrainResult:
-        """Write ``model.pt``, the generation grids and ``summary.json``."""
+        """Write ``model.pt``, the generation grids and ``summary.json`` (rank 0)."""
         tc, s, out = self.config.train, self.state, self.out
         save_model(self.model, out / MODEL_FILE, run_config=to_dict(self.config),
                    epochs_completed=s.epoch, global_step=s.global_step)
@@ -370,7 +432,7 @@ class _Run:
 # checks and small helpers
 
 
-def _check_train_config(tc: TrainConfig) -> None:
+def _check_train_config(tc: TrainConfig, world_size: int = 1) -> None:
     minimum = {
         "epochs": 0, "batch_size": 1, "seed": 0, "log_every": 1, "checkpoint_every": 1, "grid_examples": 0,
     }
@@ -383,6 +445,12 @@ def _check_train_config(tc: TrainConfig) -> None:
             raise ConfigError(f"train.{key} must be >= 1 or null, got {value}")
     if not tc.lr > 0:
         raise ConfigError(f"train.lr must be > 0, got {tc.lr}")
+    if tc.batch_size % world_size:
+        raise ConfigError(
+            f"train.batch_size={tc.batch_size} is the global batch and must be a multiple of the number of "
+            f"processes (WORLD_SIZE={world_size}), so that every rank takes the same share; "
+            f"use e.g. train.batch_size={max(world_size, tc.batch_size - tc.batch_size % world_size)}"
+        )
 
 
 def _open_run_dir(out: Path, resume: bool) -> dict[str, Any] | None:
