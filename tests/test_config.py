@@ -165,8 +165,31 @@ EXPECTED_PRESETS = {  # epochs, batch size, lr, beta
 }
 
 
+IMAGE_TEXT_PRESETS = {  # epochs, text modality, its length and vocabulary (latent 64 throughout)
+    ("scenes", "paper"): (150, "caption", 32, 55),
+    ("scenes", "cpu-short"): (2, "caption", 32, 55),
+    ("cub", "paper"): (150, "caption", 32, 1590),
+    ("cub", "cpu-short"): (2, "caption", 32, 1590),
+    ("celeba", "paper"): (200, "text", 256, 71),
+    ("celeba", "cpu-short"): (2, "text", 256, 71),
+}
+
+
 def test_every_preset_is_covered():
-    assert {(d, p) for d in PRESETS for p in PRESETS[d]} == set(EXPECTED_PRESETS)
+    user = {("user", "paper"), ("user", "cpu-short")}  # need data files: tested in test_data_user.py
+    user |= {("mnist_svhn_text", p) for p in ("paper", "paper-weighted", "cpu-short")}  # test_data_mnist_svhn_text.py
+    assert {(d, p) for d in PRESETS for p in PRESETS[d]} == set(EXPECTED_PRESETS) | set(IMAGE_TEXT_PRESETS) | user
+
+
+@pytest.mark.parametrize("dataset, preset", sorted(IMAGE_TEXT_PRESETS))
+def test_image_text_presets(dataset, preset):
+    cfg = build_run_config(dataset, "crmvae", preset)
+    epochs, text, length, vocab = IMAGE_TEXT_PRESETS[dataset, preset]
+    assert cfg.train.epochs == epochs and cfg.model.latent_dim == 64
+    image, caption = cfg.model.modalities
+    assert (image.name, image.shape, image.network, image.likelihood) == ("image", [3, 64, 64], "images64_conv", "laplace")
+    assert (caption.name, caption.shape, caption.vocab_size) == (text, [length], vocab)
+    assert (caption.network, caption.likelihood) == ("caption_conv", "categorical")
 
 
 @pytest.mark.parametrize("dataset, preset", sorted(EXPECTED_PRESETS))
@@ -195,7 +218,7 @@ def test_presets_are_not_mutated_by_overrides():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (("cub", "crmvae", "paper"), r"no presets for dataset 'cub'; available: \['polymnist', 'translated_polymnist'\]"),
+        (("imagenet", "crmvae", "paper"), r"no presets for dataset 'imagenet'; available: \[.*'polymnist'.*\]"),
         (("polymnist", "crmvae", "fast"), r"unknown preset 'fast' .*\['cpu-short', 'paper'\]"),
         (("polymnist", "vae", "paper"), r"unknown model/objective 'vae'"),
     ],

@@ -14,8 +14,13 @@ from typing import Any, Protocol
 from ..config import DataConfig
 from ..errors import ConfigError
 from .base import Batch, ModalitySpec, MultimodalDataset
+from .celeba import CelebA
+from .cub import CUB
+from .mnist_svhn_text import MNISTSVHNText
 from .polymnist import PolyMNIST
+from .scenes import Scenes
 from .sources import SPLITS
+from .user import UserData
 
 __all__ = [
     "Batch",
@@ -123,3 +128,8 @@ def dataset_info(cfg: DataConfig) -> dict[str, Any]:
 
 register_dataset(PolyMNIST(translate=False))
 register_dataset(PolyMNIST(translate=True))
+register_dataset(MNISTSVHNText())
+register_dataset(Scenes())
+register_dataset(CUB())
+register_dataset(CelebA())
+register_dataset(UserData())

@@ -62,6 +62,8 @@ class MultimodalDataset:
         labels: optional ``int64`` ``[N]`` class labels.
         mask: optional ``bool`` ``[N, M]``; ``True`` where the modality is present (default all).
         name: a human-readable name used in error messages.
+        attributes: optional ``[N, A]`` integer or bool attribute labels (for attribute
+            classification), named by ``attribute_names`` (A names).
     """
 
     def __init__(
@@ -71,6 +73,8 @@ class MultimodalDataset:
         labels: Tensor | None = None,
         mask: Tensor | None = None,
         name: str = "dataset",
+        attributes: Tensor | None = None,
+        attribute_names: Sequence[str] | None = None,
     ) -> None:
         self.name = name
         self.specs = {s.name: s for s in specs}
@@ -97,9 +101,12 @@ class MultimodalDataset:
         if n and not bool(mask.any(dim=1).all()):
             bad = int((~mask.any(dim=1)).nonzero()[0])
             raise DataError(f"{name}: example {bad} has no modality present")
+        _check_attributes(name, n, attributes, attribute_names)
         self.tensors = {m: tensors[m] for m in self.modality_names}
         self.labels = labels
         self.mask = mask
+        self.attributes = attributes
+        self.attribute_names = None if attribute_names is None else list(attribute_names)
 
     def __len__(self) -> int:
         return self.mask.shape[0]
@@ -122,6 +129,8 @@ class MultimodalDataset:
             None if self.labels is None else self.labels[index],
             self.mask[index],
             name or self.name,
+            None if self.attributes is None else self.attributes[index],
+            self.attribute_names,
         )
 
     def batches(
@@ -149,6 +158,24 @@ def to_model_input(spec: ModalitySpec, stored: Tensor) -> Tensor:
     if spec.kind == "image" and stored.dtype == torch.uint8:
         return stored.float().div_(255.0)
     return stored
+
+
+def _check_attributes(
+    name: str, n: int, attributes: Tensor | None, names: Sequence[str] | None
+) -> None:
+    if attributes is None:
+        if names is not None:
+            raise DataError(f"{name}: attribute_names given without attributes")
+        return
+    if attributes.ndim != 2 or attributes.shape[0] != n:
+        raise DataError(f"{name}: attributes have shape {tuple(attributes.shape)}, expected ({n}, A)")
+    if attributes.is_floating_point() or attributes.is_complex():
+        raise DataError(f"{name}: attributes must be integer or bool, got {attributes.dtype}")
+    if names is None or len(names) != attributes.shape[1]:
+        raise DataError(
+            f"{name}: {attributes.shape[1]} attribute columns need as many attribute_names, "
+            f"got {None if names is None else len(names)}"
+        )
 
 
 def _check_stored(name: str, spec: ModalitySpec, t: Tensor) -> None:

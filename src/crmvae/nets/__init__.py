@@ -38,4 +38,4 @@ def build_networks(modality: ModalityConfig, latent_dim: int) -> tuple[nn.Module
     return NETWORKS[modality.network](modality, latent_dim)
 
 
-from . import polymnist  # noqa: E402,F401  (registration)
+from . import generic, images64, mnist_svhn_text, polymnist, sequence  # noqa: F401  (registration)

@@ -1,0 +1,210 @@
+"""CUB and Bimodal CelebA loaders on tiny fixtures written in the release layouts, and every
+damage case they must report (file, modality, expectation)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from crmvae.config import DataConfig
+from crmvae.data import load_dataset
+from crmvae.data.celeba import TEXT_LENGTH, attribute_text
+from crmvae.data.cub import load_vocabulary
+from crmvae.data.text import decode_tokens
+from crmvae.errors import ConfigError, DataError
+
+# ------------------------------------------------------------------------------------ CUB
+
+CUB_COLOURS = {"train": [(200, 30, 30), (30, 200, 30), (30, 30, 200)], "test": [(90, 90, 90)]}
+COMMON = "a small bird with red wings ."  # every caption: > 3 occurrences in train
+
+
+def write_cub(root: Path, per_image: int = 10) -> Path:
+    """``root/cub``: 3 train images in 2 classes, 1 test image, ``per_image`` captions each."""
+    base = root / "cub"
+    for split, colours in CUB_COLOURS.items():
+        lines = []
+        for i, colour in enumerate(colours):
+            folder = base / split / f"{i // 2:03d}.class"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (100, 80), colour).save(folder / f"img_{i}.jpg", quality=95)
+            lines += [f"{COMMON} image{i} line{j}" for j in range(per_image)]
+        lines[0] += " zebra"  # a rare word (< 4 occurrences)
+        (base / f"text_{'trainval' if split == 'train' else 'test'}classes.txt").write_text("\n".join(lines) + "\n")
+    return base
+
+
+def cub_config(root: Path, data_dir: Path, **params) -> DataConfig:
+    return DataConfig("cub", root=str(root), data_dir=str(data_dir), params=params)
+
+
+def test_cub_loads_pairs_each_caption_with_its_image(tmp_path: Path) -> None:
+    write_cub(tmp_path)
+    train = load_dataset(cub_config(tmp_path, tmp_path / "cache"), "train")
+    assert len(train) == 30 and train.labels is None
+    image, caption = train.tensors["image"], train.tensors["caption"]
+    assert image.shape == (30, 3, 64, 64) and caption.shape == (30, 32)
+    # caption j belongs to image j // 10, and the image is the resized solid colour
+    means = image.float().mean((2, 3))
+    expected = torch.tensor(CUB_COLOURS["train"], dtype=torch.float32).repeat_interleave(10, 0)
+    assert (means - expected).abs().max() < 3
+    vocab = load_vocabulary(tmp_path)
+    # "image0" occurs 10 times (kept), "line3" 3 times in train (excluded), "zebra" once
+    assert "image0" in vocab.index and "line3" not in vocab.index and "zebra" not in vocab.index
+    assert train.specs["caption"].vocab_size == len(vocab)
+    texts = vocab.decode(caption)
+    assert texts[0] == f"{COMMON} image0 <exc> <exc>"  # line0 (3 times) and zebra are rare
+    assert texts[13] == f"{COMMON} image1 <exc>"
+    test = load_dataset(cub_config(tmp_path, tmp_path / "cache"), "test")
+    assert len(test) == 10 and vocab.decode(test.tensors["caption"][:1]) == [f"{COMMON} image0 <exc> <exc>"]
+
+
+def test_cub_captions_per_image_and_cache(tmp_path: Path) -> None:
+    write_cub(tmp_path, per_image=2)
+    cfg = cub_config(tmp_path, tmp_path / "cache", captions_per_image=2)
+    first = load_dataset(cfg, "train")
+    assert len(first) == 6 and len(list((tmp_path / "cache").glob("cub-train-*.json"))) == 1
+    assert torch.equal(load_dataset(cfg, "train").tensors["caption"], first.tensors["caption"])
+
+
+def test_cub_needs_a_root_and_points_to_scenes(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="'scenes'"):
+        load_dataset(DataConfig("cub", data_dir=str(tmp_path)), "train")
+
+
+def _drop_line(path: Path) -> None:
+    path.write_text("\n".join(path.read_text().splitlines()[:-1]) + "\n")
+
+
+def _corrupt(path: Path) -> None:
+    path.write_bytes(b"this is not a jpeg")
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda b: _drop_line(b / "text_trainvalclasses.txt"), r"29 captions for 3 images.*expected 10 per image"),
+        (lambda b: _corrupt(b / "train/000.class/img_0.jpg"), r"img_0\.jpg \(modality 'image'\): unreadable image"),
+        (lambda b: _truncate(b / "train/001.class/img_2.jpg"), r"img_2\.jpg \(modality 'image'\): unreadable image"),
+        (lambda b: [p.unlink() for p in (b / "test").rglob("*.jpg")], r"test: empty folder.*modality 'image'"),
+        (lambda b: (b / "text_testclasses.txt").unlink(), r"text_testclasses\.txt: missing caption file"),
+        (lambda b: (b / "text_trainvalclasses.txt").write_text("one\ntwo\n\nthree\n"), r"empty caption on line\(s\) \[3\]"),
+        (lambda b: (b / "text_trainvalclasses.txt").write_text("a b c\n" * 3), r"no word occurs more than 3 times"),
+    ],
+    ids=["count-mismatch", "corrupt-image", "truncated-image", "empty-folder", "missing-text", "empty-caption", "empty-vocab"],
+)
+def test_cub_damage_is_reported(tmp_path: Path, damage, message: str) -> None:
+    damage(write_cub(tmp_path))
+    cfg = cub_config(tmp_path, tmp_path / "cache")
+    with pytest.raises(DataError, match=message):
+        load_dataset(cfg, "train")
+        load_dataset(cfg, "test")
+
+
+# ------------------------------------------------------------------------------------ CelebA
+
+ATTRS = ["5_o_Clock_Shadow", "Black_Hair", "Smiling", "Young"] + [f"Attr_{i}" for i in range(36)]
+#: file, partition, indices of the attributes that are 1
+CELEBA_ROWS = [("000001.jpg", 0, [1, 2]), ("000002.jpg", 0, [0, 3, 5]), ("000003.jpg", 1, []), ("000004.jpg", 2, [2])]
+CENTRE_COLOUR = (20, 140, 220)
+
+
+def _face(path: Path, size: tuple[int, int] = (178, 218)) -> None:
+    """A 178x218 image whose 148x148 centre crop is one colour and whose border is another."""
+    pixels = np.full((size[1], size[0], 3), 255, dtype=np.uint8)
+    top, left = (size[1] - 148) // 2, (size[0] - 148) // 2
+    pixels[top : top + 148, left : left + 148] = CENTRE_COLOUR
+    Image.fromarray(pixels).save(path)
+
+
+def write_celeba(root: Path, csv: bool = False) -> Path:
+    (root / "img_align_celeba").mkdir(parents=True)
+    values = []
+    for name, _, on in CELEBA_ROWS:
+        _face(root / "img_align_celeba" / name.replace(".jpg", ".png"))
+        (root / "img_align_celeba" / name.replace(".jpg", ".png")).rename(root / "img_align_celeba" / name)
+        values.append(["1" if i in on else "-1" for i in range(40)])
+    if csv:
+        rows = ["image_id," + ",".join(ATTRS)] + [f"{n}," + ",".join(v) for (n, _, _), v in zip(CELEBA_ROWS, values)]
+        parts = ["image_id,partition"] + [f"{n},{p}" for n, p, _ in CELEBA_ROWS]
+        (root / "list_attr_celeba.csv").write_text("\n".join(rows) + "\n")
+        (root / "list_eval_partition.csv").write_text("\n".join(parts) + "\n")
+    else:
+        rows = [str(len(CELEBA_ROWS)), " ".join(ATTRS)] + [f"{n} " + "  ".join(v) for (n, _, _), v in zip(CELEBA_ROWS, values)]
+        (root / "list_attr_celeba.txt").write_text("\n".join(rows) + "\n")
+        (root / "list_eval_partition.txt").write_text("".join(f"{n} {p}\n" for n, p, _ in CELEBA_ROWS))
+    return root
+
+
+def celeba_config(root: Path, seed: int = 0) -> DataConfig:
+    return DataConfig("celeba", root=str(root), data_dir=str(root / "cache"), seed=seed)
+
+
+@pytest.mark.parametrize("csv", [False, True], ids=["txt", "csv"])
+def test_celeba_loads_crops_and_writes_attribute_text(tmp_path: Path, csv: bool) -> None:
+    write_celeba(tmp_path, csv)
+    train = load_dataset(celeba_config(tmp_path), "train")
+    assert len(train) == 2 and train.attribute_names == ATTRS
+    assert train.tensors["image"].shape == (2, 3, 64, 64)
+    # the 148 centre crop holds only the centre colour; the white border is cut away
+    assert (train.tensors["image"].float() - torch.tensor(CENTRE_COLOUR).view(1, 3, 1, 1)).abs().max() <= 2
+    assert train.attributes.dtype == torch.bool
+    assert train.attributes[0].nonzero().flatten().tolist() == [1, 2]
+    assert train.tensors["text"].shape == (2, TEXT_LENGTH) and train.specs["text"].vocab_size == 71
+    texts = decode_tokens(train.tensors["text"])
+    assert [t.strip("*") for t in texts] == ["black hair, smiling", "5 o clock shadow, young, attr 1"]
+    assert all(len(t) == TEXT_LENGTH and set(t.replace(t.strip("*"), "")) <= {"*"} for t in texts)
+    test = load_dataset(celeba_config(tmp_path), "test")  # partition 2 only (1 is validation)
+    assert len(test) == 1 and decode_tokens(test.tensors["text"])[0].strip("*") == "smiling"
+
+
+def test_celeba_text_start_is_random_and_seeded(tmp_path: Path) -> None:
+    write_celeba(tmp_path)
+    starts = []
+    for seed in (0, 0, 1):
+        text = decode_tokens(load_dataset(celeba_config(tmp_path, seed), "train").tensors["text"])
+        starts.append([t.index("b") if "black" in t else t.index("5") for t in text])
+    assert starts[0] == starts[1] and starts[0] != starts[2]
+
+
+def test_attribute_text_is_cut_to_256() -> None:
+    names = [f"A_Very_Long_Attribute_Name_{i}" for i in range(40)]
+    text = attribute_text(names, np.ones(40, dtype=bool))
+    assert len(text) == 256 and text.startswith("a very long attribute name 0, a very")
+
+
+def test_celeba_needs_a_root_and_points_to_scenes(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="'scenes'"):
+        load_dataset(DataConfig("celeba", data_dir=str(tmp_path)), "train")
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    path.write_text(path.read_text().replace(old, new, 1))
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda r: _edit(r / "list_attr_celeba.txt", "000001.jpg -1", "000001.jpg 2"), r"row 1 \('000001\.jpg'\).*expected 40 values in -1/0/1"),
+        (lambda r: _edit(r / "list_attr_celeba.txt", "000001.jpg -1  ", "000001.jpg "), r"row 1 \('000001\.jpg'\) has 39 values"),
+        (lambda r: _edit(r / "list_attr_celeba.txt", "4\n", "5\n"), r"first line says 5 rows, found 4"),
+        (lambda r: _edit(r / "list_attr_celeba.txt", "Young ", ""), r"header names 39 attributes, expected 40"),
+        (lambda r: _edit(r / "list_eval_partition.txt", "000001.jpg 0\n", ""), r"no partition for 1 images"),
+        (lambda r: (r / "img_align_celeba/000002.jpg").unlink(), r"1 images listed .* are missing \(modality 'image'\)"),
+        (lambda r: _corrupt(r / "img_align_celeba/000001.jpg"), r"000001\.jpg \(modality 'image'\): unreadable image"),
+        (lambda r: _face(r / "img_align_celeba/000001.jpg", (148, 140)), r"image is 148x140, expected at least 148x148"),
+        (lambda r: (r / "list_attr_celeba.txt").unlink(), r"no list_attr_celeba\.txt or list_attr_celeba\.csv"),
+    ],
+    ids=["bad-value", "short-row", "row-count", "bad-header", "no-partition", "missing-image", "corrupt-image", "too-small", "no-attributes"],
+)
+def test_celeba_damage_is_reported(tmp_path: Path, damage, message: str) -> None:
+    damage(write_celeba(tmp_path))
+    with pytest.raises(DataError, match=message):
+        load_dataset(celeba_config(tmp_path), "train")

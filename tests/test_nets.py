@@ -1,0 +1,97 @@
+"""Network shapes and architectures: the MNIST-SVHN-Text networks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from crmvae.config import ModalityConfig
+from crmvae.errors import ConfigError
+from crmvae.nets import NETWORKS, build_networks
+
+D = 32
+MNIST = ModalityConfig("mnist", [1, 28, 28], "mnist_mlp", "laplace")
+SVHN = ModalityConfig("svhn", [3, 32, 32], "svhn_conv", "laplace")
+TEXT = ModalityConfig("text", [8], "text_conv", "categorical", vocab_size=71)
+
+
+def n_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def conv(c_in: int, c_out: int, k: int) -> int:
+    """Parameters of a (transposed) convolution or a linear layer (k = 1): weights + bias."""
+    return c_in * c_out * k + c_out
+
+
+@pytest.mark.parametrize(
+    ("modality", "x", "out_shape"),
+    [
+        (MNIST, torch.rand(5, 1, 28, 28), (5, 1, 28, 28)),
+        (SVHN, torch.rand(5, 3, 32, 32), (5, 3, 32, 32)),
+        (TEXT, torch.randint(0, 71, (5, 8)), (5, 8, 71)),
+    ],
+)
+def test_shapes(modality: ModalityConfig, x: torch.Tensor, out_shape: tuple[int, ...]) -> None:
+    encoder, decoder = build_networks(modality, D)
+    mu, logvar = encoder(x)
+    assert mu.shape == logvar.shape == (5, D)
+    assert decoder(mu).shape == out_shape
+
+
+def test_parameter_counts_match_the_reference_layers() -> None:
+    """Hand counts of the layers listed in evaluation.md, so a changed layer is noticed."""
+    head = 2 * conv(128, D, 1)
+    expected = {
+        "mnist": (conv(784, 400, 1) + 2 * conv(400, D, 1), conv(D, 400, 1) + conv(400, 784, 1)),
+        "svhn": (
+            conv(3, 32, 16) + conv(32, 64, 16) + conv(64, 64, 16) + conv(64, 128, 16) + head,
+            conv(D, 128, 1) + conv(128, 64, 16) + conv(64, 64, 16) + conv(64, 32, 16) + conv(32, 3, 16),
+        ),
+        "text": (
+            conv(71, 128, 1) + 2 * conv(128, 128, 4) + head,
+            conv(D, 128, 1) + 2 * conv(128, 128, 4) + conv(128, 71, 1),
+        ),
+    }
+    for modality in (MNIST, SVHN, TEXT):
+        encoder, decoder = build_networks(modality, D)
+        assert (n_params(encoder), n_params(decoder)) == expected[modality.name], modality.name
+
+
+def test_text_encoder_takes_ids_or_one_hot() -> None:
+    encoder, _ = build_networks(TEXT, D)
+    ids = torch.randint(0, 71, (4, 8))
+    one_hot = torch.nn.functional.one_hot(ids, 71).float()
+    for a, b in zip(encoder(ids), encoder(one_hot), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_mnist_decoder_sigmoid_only_for_location_likelihoods() -> None:
+    z = 10 * torch.randn(64, D)
+    torch.manual_seed(0)
+    _, laplace = build_networks(MNIST, D)
+    torch.manual_seed(0)
+    _, bernoulli = build_networks(ModalityConfig("mnist", [1, 28, 28], "mnist_mlp", "bernoulli"), D)
+    logits = bernoulli(z)
+    assert torch.allclose(laplace(z), torch.sigmoid(logits))  # same weights; logits for Bernoulli
+    assert logits.min() < 0 or logits.max() > 1
+
+
+@pytest.mark.parametrize(
+    ("modality", "message"),
+    [
+        (ModalityConfig("x", [3, 28, 28], "mnist_mlp"), r"'mnist_mlp' takes shape \[1, 28, 28\]"),
+        (ModalityConfig("x", [1, 32, 32], "svhn_conv"), r"'svhn_conv' takes shape \[3, 32, 32\]"),
+        (ModalityConfig("x", [8], "text_conv", "laplace"), "supports the likelihoods"),
+        (ModalityConfig("x", [8], "text_conv", "categorical", vocab_size=30), "vocab_size=30"),
+        (ModalityConfig("x", [3, 32, 32], "svhn_conv", "categorical"), "supports the likelihoods"),
+    ],
+)
+def test_config_errors(modality: ModalityConfig, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build_networks(modality, D)
+
+
+def test_registered() -> None:
+    assert {"mnist_mlp", "svhn_conv", "text_conv"} <= set(NETWORKS)
