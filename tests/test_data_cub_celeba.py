@@ -1,6 +1,10 @@
 """CUB and Bimodal CelebA loaders on tiny fixtures written in the release layouts, and every
-damage case they must report (file, modality, expectation)."""
+damage case they must report (file, modality, expectation); the scenes stand-ins served without
+``data.root``."""
 
+import logging
+import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -8,12 +12,21 @@ import pytest
 import torch
 from PIL import Image
 
+from crmvae.cli import main
 from crmvae.config import DataConfig
 from crmvae.data import load_dataset
-from crmvae.data.celeba import TEXT_LENGTH, attribute_text
+from crmvae.data.celeba import (
+    TEXT_LENGTH,
+    attribute_text,
+    binary_attributes,
+    decode_text,
+)
 from crmvae.data.cub import load_vocabulary
+from crmvae.data.scenes import SCENE_VOCABULARY, standin_notice
 from crmvae.data.text import decode_tokens
 from crmvae.errors import ConfigError, DataError
+from crmvae.presets import build_run_config
+from crmvae.training import check_dataset, train
 
 # ------------------------------------------------------------------------------------ CUB
 
@@ -67,11 +80,6 @@ def test_cub_captions_per_image_and_cache(tmp_path: Path) -> None:
     first = load_dataset(cfg, "train")
     assert len(first) == 6 and len(list((tmp_path / "cache").glob("cub-train-*.json"))) == 1
     assert torch.equal(load_dataset(cfg, "train").tensors["caption"], first.tensors["caption"])
-
-
-def test_cub_needs_a_root_and_points_to_scenes(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="'scenes'"):
-        load_dataset(DataConfig("cub", data_dir=str(tmp_path)), "train")
 
 
 def _drop_line(path: Path) -> None:
@@ -180,11 +188,6 @@ def test_attribute_text_is_cut_to_256() -> None:
     assert len(text) == 256 and text.startswith("a very long attribute name 0, a very")
 
 
-def test_celeba_needs_a_root_and_points_to_scenes(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="'scenes'"):
-        load_dataset(DataConfig("celeba", data_dir=str(tmp_path)), "train")
-
-
 def _edit(path: Path, old: str, new: str) -> None:
     path.write_text(path.read_text().replace(old, new, 1))
 
@@ -208,3 +211,105 @@ def test_celeba_damage_is_reported(tmp_path: Path, damage, message: str) -> None
     damage(write_celeba(tmp_path))
     with pytest.raises(DataError, match=message):
         load_dataset(celeba_config(tmp_path), "train")
+
+
+# ------------------------------------------------------------------------------ stand-ins
+
+TINY = {"num_train": 12, "num_test": 4}
+
+
+def standin(dataset: str, data_dir: Path, split: str = "train"):
+    return load_dataset(DataConfig(dataset, data_dir=str(data_dir), params=TINY), split)
+
+
+def layout(dataset) -> list[tuple]:
+    """What a model sees of a dataset: names, kinds, shapes and dtypes (not the vocabulary)."""
+    return [(s.name, s.kind, s.shape, dataset.tensors[s.name].dtype) for s in dataset.specs.values()]
+
+
+@pytest.mark.parametrize(("dataset", "text"), [("cub", "caption"), ("celeba", "text")])
+def test_data_build_without_root_builds_the_standin_and_warns_once(
+    tmp_path: Path, dataset: str, text: str, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture
+) -> None:
+    standin_notice.cache_clear()
+    args = ["data", "build", dataset, "--data-dir", str(tmp_path), "--set", "params.num_train=12", "--set", "params.num_test=4"]
+    with caplog.at_level(logging.WARNING):
+        assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"train: 12 examples, modalities ['image', '{text}']" in out and "test: 4 examples" in out
+    notices = [r.getMessage() for r in caplog.records if "stand-in" in r.getMessage()]
+    assert len(notices) == 1 and f"dataset '{dataset}': data.root is not set" in notices[0]
+    # generated and cached as dataset 'scenes' (same seed and counts: the same files)
+    assert len(list(tmp_path.glob("scenes-train-*.pt"))) == 1
+    assert main(["data", "info", dataset, "--data-dir", str(tmp_path)]) == 0
+    assert "captioned-scenes stand-in" in capsys.readouterr().out
+
+
+def test_cub_standin_has_the_real_layout_with_the_scenes_vocabulary(tmp_path: Path) -> None:
+    write_cub(tmp_path)
+    real = load_dataset(cub_config(tmp_path, tmp_path / "cache"), "train")
+    fake = standin("cub", tmp_path / "cache")
+    assert layout(fake) == layout(real) and "stand-in" in fake.name
+    assert fake.specs["caption"].vocab_size == len(SCENE_VOCABULARY) != real.specs["caption"].vocab_size
+    scenes = load_dataset(DataConfig("scenes", data_dir=str(tmp_path / "cache"), params=TINY), "train")
+    assert torch.equal(fake.tensors["caption"], scenes.tensors["caption"])
+    assert torch.equal(fake.labels, scenes.labels) and fake.attribute_names == scenes.attribute_names
+    # the decoders drawn under the grids: the scenes' words, and the real vocabulary's
+    assert fake.text_decoders["caption"](fake.tensors["caption"][:1]) == SCENE_VOCABULARY.decode(scenes.tensors["caption"][:1])
+    assert real.text_decoders["caption"](real.tensors["caption"][:1]) == [f"{COMMON} image0 <exc> <exc>"]
+
+
+def test_celeba_standin_has_the_real_layout_and_attribute_text(tmp_path: Path) -> None:
+    write_celeba(tmp_path)
+    real = load_dataset(celeba_config(tmp_path), "train")
+    fake = standin("celeba", tmp_path / "cache")
+    assert layout(fake) == layout(real) and fake.specs["text"].vocab_size == real.specs["text"].vocab_size == 71
+    assert fake.attributes.dtype == torch.bool and fake.attributes.shape == (12, 53)
+    scenes = load_dataset(DataConfig("scenes", data_dir=str(tmp_path / "cache"), params=TINY), "train")
+    assert torch.equal(fake.tensors["image"], scenes.tensors["image"])
+    texts = decode_tokens(fake.tensors["text"])
+    for row, padded, stripped in zip(fake.attributes.numpy(), texts, decode_text(fake.tensors["text"]), strict=True):
+        assert stripped == attribute_text(fake.attribute_names, row) == padded.strip("*")
+        assert len(padded) == TEXT_LENGTH and padded.replace(stripped, "").strip("*") == ""
+    assert real.text_decoders["text"](real.tensors["text"]) == ["black hair, smiling", "5 o clock shadow, young, attr 1"]
+
+
+def test_binary_attributes_known_answer() -> None:
+    two = [2, 3, 2, 1, 0, 0, 4, 0, 2, 5, 1]  # star red large left; circle blue small top; yellow, striped
+    one = [1, 4, 7, 0, 4, -1, -1, -1, -1, 0, 3]  # cross orange small centre; black, dotted
+    names, values = binary_attributes(np.array([two, one]))
+    assert len(names) == len(set(names)) == 53 and values.dtype == bool
+    assert attribute_text(names, values[0]) == (
+        "two objects, star, red, large, left, second circle, second blue, second small, second top, "
+        "yellow background, striped"
+    )
+    assert attribute_text(names, values[1]) == "cross, orange, small, centre, black background, dotted"
+
+
+def test_cub_preset_vocabulary_follows_the_data(tmp_path: Path) -> None:
+    offline = build_run_config("cub", "crmvae", "cpu-short")
+    assert offline.model.modalities[1].vocab_size == len(SCENE_VOCABULARY)
+    write_cub(tmp_path)
+    real = build_run_config("cub", "crmvae", "paper", [f"data.root={tmp_path}"])
+    assert real.model.modalities[1].vocab_size == len(load_vocabulary(tmp_path))
+    # a model configured for another vocabulary is refused before training
+    wrong = [replace(m, vocab_size=1590) if m.name == "caption" else m for m in offline.model.modalities]
+    with pytest.raises(ConfigError, match=r"modality 'caption': .* vocabulary of 55, .* vocab_size=1590"):
+        check_dataset(replace(offline.model, modalities=wrong), standin("cub", tmp_path / "cache"))
+
+
+@pytest.mark.parametrize(("dataset", "text", "length"), [("cub", "caption", 32), ("celeba", "text", TEXT_LENGTH)])
+def test_a_few_training_steps_on_each_standin(tmp_path: Path, dataset: str, text: str, length: int) -> None:
+    cfg = build_run_config(dataset, "crmvae", "cpu-short", [
+        f"data.data_dir={tmp_path / 'data'}", "data.params.num_train=32", "data.params.num_test=8",
+        "data.train_size=null", "data.test_size=null", "model.latent_dim=8", "train.batch_size=16",
+        "train.epochs=1", "train.grid_examples=2", "train.progress=false", "train.threads=1",
+    ])  # fmt: skip
+    result = train(cfg, tmp_path / "run")
+    assert result.global_step == 2 and math.isfinite(result.metrics["test_loss"])
+    vocab = cfg.model.modalities[1].vocab_size
+    assert 0 < result.metrics[f"test/rec/self/{text}"] < length * math.log(vocab) + 5
+    with Image.open(tmp_path / "run" / "grids" / f"from_{text}.png") as grid:
+        pixels = np.asarray(grid)
+    images = 2 * 64 + 2 + 6  # an input row, a wider gap, a generated row; then 6+ lines of text
+    assert pixels.shape[0] > images + 6 * 10 and (pixels[images:] < 100).any()

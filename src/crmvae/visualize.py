@@ -4,18 +4,21 @@
 inputs of every image modality (one row each), a wider gap, then every image modality generated
 from ``q(z | X_S)`` (one row each; the rows of the modalities in S are reconstructions, the
 others cross-generations). ``prior_samples.png`` holds one row per modality of decodings of
-``z ~ N(0, I)``. Columns are examples. Non-image modalities can condition but are not drawn.
+``z ~ N(0, I)``. Columns are examples. Token modalities with a text decoder (``decode_text``,
+e.g. :attr:`MultimodalDataset.text_decoders <crmvae.data.MultimodalDataset>`) are written in a
+panel below the images: per modality the inputs, then the generations (argmax tokens), one line
+``column: text`` each. Other modalities can condition but are not drawn.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from .data.base import Batch
@@ -27,6 +30,13 @@ log = logging.getLogger(__name__)
 
 #: Colour of the gaps between cells.
 BACKGROUND = (255, 255, 255)
+#: Text panel: text colour, margin and line spacing (pixels), and the narrowest panel.
+TEXT_COLOUR = (0, 0, 0)
+TEXT_MARGIN = 4
+LINE_SPACING = 2
+MIN_TEXT_WIDTH = 360
+
+TextDecoder = Callable[[Tensor], list[str]]
 
 
 def image_grid(rows: Sequence[Tensor], gap: int = 2, group_gaps: Mapping[int, int] | None = None) -> Image.Image:
@@ -59,6 +69,57 @@ def image_grid(rows: Sequence[Tensor], gap: int = 2, group_gaps: Mapping[int, in
     return Image.fromarray(canvas)
 
 
+def wrap_text(text: str, width: int, draw: ImageDraw.ImageDraw, font: ImageFont.ImageFont) -> list[str]:
+    """Greedy word wrap of ``text`` into lines at most ``width`` pixels wide; a word wider than a
+    line is cut between characters."""
+    lines, line = [], ""
+    for word in text.split(" "):
+        candidate = f"{line} {word}" if line else word
+        if draw.textlength(candidate, font=font) <= width:
+            line = candidate
+            continue
+        if line:
+            lines.append(line)
+        line = ""
+        for char in word:
+            if line and draw.textlength(line + char, font=font) > width:
+                lines.append(line)
+                line = ""
+            line += char
+    return [*lines, line]
+
+
+def text_panel(lines: Sequence[str], width: int) -> Image.Image:
+    """A white panel ``width`` pixels wide holding ``lines``, each wrapped to the width, in PIL's
+    default font."""
+    font = ImageFont.load_default()
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    wrapped = [part for line in lines for part in wrap_text(line, width - 2 * TEXT_MARGIN, draw, font)]
+    height = draw.textbbox((0, 0), "Ayg", font=font)[3] + LINE_SPACING
+    panel = Image.new("RGB", (width, 2 * TEXT_MARGIN + height * len(wrapped)), BACKGROUND)
+    draw = ImageDraw.Draw(panel)
+    for i, line in enumerate(wrapped):
+        draw.text((TEXT_MARGIN, TEXT_MARGIN + i * height), line, fill=TEXT_COLOUR, font=font)
+    return panel
+
+
+def text_lines(texts: Mapping[str, Sequence[str]]) -> list[str]:
+    """Per heading, the heading then ``"j: text"`` for each column ``j``."""
+    return [line for heading, column in texts.items() for line in [heading, *(f"{j}: {t}" for j, t in enumerate(column))]]
+
+
+def with_text(grid: Image.Image, texts: Mapping[str, Sequence[str]]) -> Image.Image:
+    """``grid`` above the :func:`text_panel` of ``texts`` (``grid`` itself when there are none),
+    both as wide as the wider of the grid and :data:`MIN_TEXT_WIDTH`."""
+    if not texts:
+        return grid
+    panel = text_panel(text_lines(texts), max(grid.width, MIN_TEXT_WIDTH))
+    out = Image.new("RGB", (panel.width, grid.height + panel.height), BACKGROUND)
+    out.paste(grid, (0, 0))
+    out.paste(panel, (0, grid.height))
+    return out
+
+
 def image_modalities(model: MultimodalVAE) -> list[str]:
     """The model's modalities whose examples are images ``[C, H, W]`` with C = 1 or 3."""
     return [name for name, shape in model.shapes.items() if len(shape) == 3 and shape[0] in (1, 3)]
@@ -76,19 +137,25 @@ def save_generation_grids(
     out_dir: str | Path,
     subsets: Sequence[Sequence[str]] | None = None,
     seed: int = 0,
+    decode_text: Mapping[str, TextDecoder] | None = None,
 ) -> list[Path]:
     """Write ``from_<subset>.png`` for each subset (default: each single modality) and
     ``prior_samples.png`` into ``out_dir``; return their paths.
 
     ``batch`` supplies the conditioning examples (one column each). Latents are sampled with
     a private RNG seeded by ``seed``, so the images are deterministic and the global RNG is
-    left untouched.
+    left untouched. ``decode_text[m]`` turns token ids ``[N, L]`` of modality ``m`` (on the
+    CPU) into N strings, written below the images.
     """
     data, mask = (batch.data, batch.mask) if isinstance(batch, Batch) else (dict(batch), None)
     shown = image_modalities(model)
-    skipped = sorted(set(model.modality_names) - set(shown))
+    decoders = dict(decode_text or {})
+    unknown = sorted(set(decoders) - set(model.modality_names))
+    if unknown:
+        raise ConfigError(f"text decoders for {unknown}, which the model lacks; it has {model.modality_names}")
+    skipped = sorted(set(model.modality_names) - set(shown) - set(decoders))
     if skipped:
-        log.warning("generation grids: modalities %s are not images and are not drawn", skipped)
+        log.warning("generation grids: modalities %s are not images and have no text decoder; not drawn", skipped)
     if not shown:
         return []
     subsets = [[name] for name in model.modality_names] if subsets is None else [list(s) for s in subsets]
@@ -110,14 +177,19 @@ def save_generation_grids(
     try:
         with private_rng(seed, device):
             inputs = [data[name] for name in shown]
+            given = {f"{m}, input": decode(data[m].cpu()) for m, decode in decoders.items() if m in data}
+            targets = shown + list(decoders)
             for subset in subsets:
-                generated = model.generate(data, subset=subset, targets=shown, mask=mask)
+                generated = model.generate(data, subset=subset, targets=targets, mask=mask)
                 grid = image_grid(inputs + [generated[name] for name in shown], group_gaps={len(shown) - 1: 6})
-                paths.append(_save(grid, out_dir / subset_filename(subset)))
+                texts = {f"{m}, from {'+'.join(subset)}": decode(generated[m].cpu()) for m, decode in decoders.items()}
+                paths.append(_save(with_text(grid, given | texts), out_dir / subset_filename(subset)))
             n = next(iter(data.values())).shape[0]
             generator = torch.Generator(device).manual_seed(seed)
-            samples = model.sample(n, targets=shown, generator=generator)
-            paths.append(_save(image_grid([samples[name] for name in shown]), out_dir / "prior_samples.png"))
+            samples = model.sample(n, targets=targets, generator=generator)
+            texts = {f"{m}, prior sample": decode(samples[m].cpu()) for m, decode in decoders.items()}
+            grid = with_text(image_grid([samples[name] for name in shown]), texts)
+            paths.append(_save(grid, out_dir / "prior_samples.png"))
     finally:
         model.train(was_training)
     return paths

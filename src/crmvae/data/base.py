@@ -7,7 +7,7 @@ All examples are held as tensors (images as ``uint8``, token sequences as ``int6
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -64,6 +64,8 @@ class MultimodalDataset:
         name: a human-readable name used in error messages.
         attributes: optional ``[N, A]`` integer or bool attribute labels (for attribute
             classification), named by ``attribute_names`` (A names).
+        text_decoders: per token modality that has one, a function from token ids ``[N, L]``
+            to N strings (drawn under generation grids).
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class MultimodalDataset:
         name: str = "dataset",
         attributes: Tensor | None = None,
         attribute_names: Sequence[str] | None = None,
+        text_decoders: Mapping[str, Callable[[Tensor], list[str]]] | None = None,
     ) -> None:
         self.name = name
         self.specs = {s.name: s for s in specs}
@@ -102,11 +105,15 @@ class MultimodalDataset:
             bad = int((~mask.any(dim=1)).nonzero()[0])
             raise DataError(f"{name}: example {bad} has no modality present")
         _check_attributes(name, n, attributes, attribute_names)
+        not_tokens = sorted(m for m in text_decoders or {} if m not in self.specs or self.specs[m].kind != "tokens")
+        if not_tokens:
+            raise DataError(f"{name}: text decoders for {not_tokens}, which are not token modalities")
         self.tensors = {m: tensors[m] for m in self.modality_names}
         self.labels = labels
         self.mask = mask
         self.attributes = attributes
         self.attribute_names = None if attribute_names is None else list(attribute_names)
+        self.text_decoders = dict(text_decoders or {})
 
     def __len__(self) -> int:
         return self.mask.shape[0]
@@ -131,6 +138,7 @@ class MultimodalDataset:
             name or self.name,
             None if self.attributes is None else self.attributes[index],
             self.attribute_names,
+            self.text_decoders,
         )
 
     def batches(

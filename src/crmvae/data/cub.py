@@ -11,6 +11,9 @@ Caption line ``j`` belongs to image ``j // 10``. Every caption is one example (i
 resized to 64x64, caption ``j`` tokenised to 32 ids); the vocabulary is built from the training
 captions (words seen more than 3 times, plus ``<exc>``, ``<pad>``, ``<eos>``). Decoded tensors
 are cached in the data directory, keyed by a listing of the files (names, sizes, mtimes).
+
+Without ``data.root``: the captioned scenes (:mod:`crmvae.data.scenes`) in CUB form, the same
+``image`` and ``caption`` modalities, with the scenes' vocabulary instead of the CUB one.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +46,14 @@ from .captions import (
     tokenize,
     truncated_count,
 )
-from .scenes import caption_modalities
+from .scenes import (
+    SCENE_VOCABULARY,
+    STANDIN_PARAMS,
+    caption_modalities,
+    scenes_dataset,
+    standin_info,
+    standin_scenes,
+)
 from .sources import SPLITS
 
 log = logging.getLogger(__name__)
@@ -54,8 +65,8 @@ TEXT_FILES = {"train": "text_trainvalclasses.txt", "test": "text_testclasses.txt
 #: Vocabulary size of the reference preprocessing of the full CUB captions (Shi et al. 2019).
 REFERENCE_VOCAB_SIZE = 1590
 NO_ROOT = (
-    "the real {name} files cannot be generated offline: set data.root to a folder in the "
-    "release layout, or use dataset 'scenes' (the offline captioned-scenes stand-in)"
+    "the real {name} files need data.root, a folder in the release layout (without it, the "
+    "dataset loads the offline captioned-scenes stand-in instead)"
 )
 
 
@@ -178,6 +189,17 @@ def load_vocabulary(root: str | os.PathLike[str]) -> Vocabulary:
     return vocab
 
 
+def decode_captions(root: str | os.PathLike[str], tokens: Tensor) -> list[str]:
+    """Caption texts of ids ``[N, L]`` over the vocabulary of the training captions under ``root``."""
+    return load_vocabulary(root).decode(tokens)
+
+
+def caption_vocab_size(cfg: DataConfig) -> int:
+    """The caption vocabulary size of ``cfg``: the training captions' under ``data.root``, the
+    scenes' (:data:`~crmvae.data.scenes.SCENE_VOCABULARY`) without it."""
+    return len(load_vocabulary(cfg.root)) if cfg.root else len(SCENE_VOCABULARY)
+
+
 def load_cub_split(
     root: str | os.PathLike[str], split: str, captions_per_image: int = 10
 ) -> dict[str, Tensor]:
@@ -211,23 +233,28 @@ def load_cub_split(
 
 @dataclass(frozen=True)
 class CUB:
-    """CUB image-captions from real files. ``params``: ``captions_per_image`` (10 in the release).
-    No labels (evaluation uses the cosine similarity of the unimodal latents)."""
+    """CUB image-captions from real files. ``params``: ``captions_per_image`` (10 in the release);
+    ``num_train``/``num_test`` size the scenes stand-in served without ``data.root``. Real data
+    has no labels (evaluation uses the cosine similarity of the unimodal latents); the stand-in
+    keeps the scenes' labels (main shape) and 11 attributes."""
 
     name: str = "cub"
     summary: str = "CUB birds: 64x64 image + 32-word caption, 10 captions per image (real files: data.root)"
 
     @property
     def params(self) -> dict[str, Any]:
-        return {"captions_per_image": 10}
+        return {"captions_per_image": 10, **STANDIN_PARAMS}
 
     def load(self, cfg: DataConfig, split: str) -> MultimodalDataset:
+        if not cfg.root:
+            return scenes_dataset(standin_scenes(cfg, split), f"{self.name}/{split} (scenes stand-in)")
         k = self._per_image(cfg)
         tensors = self._decoded(cfg, split)
         specs = caption_modalities(int(tensors["vocab_size"]))
         images = tensors["image"].repeat_interleave(k, dim=0)
         return MultimodalDataset(
-            {"image": images, "caption": tensors["caption"]}, specs, name=f"{self.name}/{split}"
+            {"image": images, "caption": tensors["caption"]}, specs, name=f"{self.name}/{split}",
+            text_decoders={"caption": partial(decode_captions, cfg.root)},
         )
 
     def _decoded(self, cfg: DataConfig, split: str) -> dict[str, Tensor]:
@@ -253,6 +280,13 @@ class CUB:
         }
 
     def info(self, cfg: DataConfig) -> dict[str, Any]:
+        if not cfg.root:
+            return standin_info(cfg, caption_modalities(len(SCENE_VOCABULARY)), (
+                "no data.root: the captioned-scenes stand-in in CUB form (generated offline, as dataset "
+                f"'scenes'): caption vocabulary {len(SCENE_VOCABULARY)} scene words, where real CUB's is "
+                f"built from the training captions ({REFERENCE_VOCAB_SIZE} in the reference); labels = "
+                "main shape, which real CUB lacks"
+            ))  # fmt: skip
         info: dict[str, Any] = {"source": f"release files under {cfg.root}", "splits": {}}
         try:
             vocab = load_vocabulary(self._root(cfg))

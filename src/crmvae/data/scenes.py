@@ -11,12 +11,19 @@ Generation is vectorised and deterministic from ``numpy.random.SeedSequence([see
 attributes are drawn first, then images are rendered from closed-form masks over a pixel grid
 (circle ``dx^2 + dy^2 <= r^2``, square ``max(|dx|, |dy|) <= 0.85 r``, ...), then captions are
 written from the templates below and tokenised with :data:`SCENE_VOCABULARY` (length 32).
+
+Without ``data.root``, ``cub`` and ``celeba`` serve these scenes in their own form
+(:func:`standin_scenes`, after a one-time warning): generated with ``num_train``/``num_test`` and
+cached exactly as dataset ``scenes`` is.
 """
 
 from __future__ import annotations
 
+import logging
 import re
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -29,6 +36,8 @@ from .base import ModalitySpec, MultimodalDataset
 from .cache import cache_paths, cached_build, read_manifest
 from .captions import CAPTION_LENGTH, SPECIAL_TOKENS, Vocabulary, tokenize
 from .sources import SPLITS
+
+log = logging.getLogger(__name__)
 
 GENERATOR_VERSION = 1
 SIZE = 64
@@ -347,6 +356,21 @@ def caption_modalities(vocab_size: int, length: int = CAPTION_LENGTH) -> list[Mo
     ]
 
 
+def scenes_dataset(tensors: dict[str, Tensor], name: str) -> MultimodalDataset:
+    """The dataset of :func:`generate_scenes` ``tensors``: image, caption (decoded by
+    :data:`SCENE_VOCABULARY` in grids), ``labels`` and the 11 ``attributes``."""
+    specs = caption_modalities(len(SCENE_VOCABULARY))
+    return MultimodalDataset(
+        {s.name: tensors[s.name] for s in specs},
+        specs,
+        tensors["labels"],
+        name=name,
+        attributes=tensors["attributes"],
+        attribute_names=ATTRIBUTE_NAMES,
+        text_decoders={"caption": SCENE_VOCABULARY.decode},
+    )
+
+
 @dataclass(frozen=True)
 class Scenes:
     """The captioned-scenes provider. ``params``: ``num_train``/``num_test`` (examples generated
@@ -371,20 +395,15 @@ class Scenes:
                 f"dataset 'scenes' is generated offline and reads no files; data.root={cfg.root!r} "
                 "must be unset (use dataset 'cub' or 'celeba' for real files)"
             )
-        tensors = cached_build(
+        return scenes_dataset(self.tensors(cfg, split), f"{self.name}/{split}")
+
+    def tensors(self, cfg: DataConfig, split: str) -> dict[str, Tensor]:
+        """The generated ``split`` (see :func:`generate_scenes`), from the cache when built."""
+        return cached_build(
             f"{self.name}-{split}",
             self.cache_spec(cfg, split),
             lambda: generate_scenes(self._count(cfg, split), [cfg.seed, SPLITS.index(split)]),
             cfg.data_dir,
-        )
-        specs = self.modality_specs()
-        return MultimodalDataset(
-            {s.name: tensors[s.name] for s in specs},
-            specs,
-            tensors["labels"],
-            name=f"{self.name}/{split}",
-            attributes=tensors["attributes"],
-            attribute_names=ATTRIBUTE_NAMES,
         )
 
     def cache_spec(self, cfg: DataConfig, split: str) -> dict[str, Any]:
@@ -420,3 +439,40 @@ class Scenes:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"data.params.{key}={value!r}; expected a positive integer")
         return value
+
+
+# --------------------------------------------------------------------------------------------
+# the stand-in for datasets of real files (cub, celeba)
+
+#: The stand-in's ``data.params`` (the datasets that use it add these to their own).
+STANDIN_PARAMS: dict[str, Any] = Scenes().params
+
+
+@cache
+def standin_notice(dataset: str) -> None:
+    """Warn (once per process and dataset) that ``dataset`` is served by the scenes stand-in."""
+    log.warning(
+        "dataset %r: data.root is not set, so the real files are not read; using the offline "
+        "captioned-scenes stand-in in %s form (see `crmvae data info %s`; set data.root for the real data)",
+        dataset, dataset, dataset,
+    )  # fmt: skip
+
+
+def standin_config(cfg: DataConfig) -> DataConfig:
+    """``cfg`` (of a dataset without ``data.root``) as the ``scenes`` config it stands on: the
+    same seed and data directory, params ``num_train``/``num_test``, so the cache is shared."""
+    params = {key: cfg.params.get(key, default) for key, default in STANDIN_PARAMS.items()}
+    return replace(cfg, dataset=Scenes.name, root=None, params=params)
+
+
+def standin_scenes(cfg: DataConfig, split: str) -> dict[str, Tensor]:
+    """The scenes standing in for ``cfg.dataset`` (see :func:`generate_scenes`), after the notice."""
+    standin_notice(cfg.dataset)
+    return Scenes().tensors(standin_config(cfg), split)
+
+
+def standin_info(cfg: DataConfig, modalities: Sequence[ModalitySpec], source: str, **extra: Any) -> dict[str, Any]:
+    """:meth:`Scenes.info` of the stand-in for ``cfg.dataset`` with its own ``modalities``,
+    ``source`` line and ``extra`` entries."""
+    info = Scenes().info(standin_config(cfg))
+    return {**info, "modalities": [asdict(m) for m in modalities], "source": source, **extra}

@@ -111,7 +111,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def check_dataset(model: ModelConfig, dataset: MultimodalDataset) -> None:
-    """Raise :class:`ConfigError` unless ``dataset`` has the model's modalities, in order and shape."""
+    """Raise :class:`ConfigError` unless ``dataset`` has the model's modalities, in order, shape
+    and (token modalities) vocabulary size."""
     names = [m.name for m in model.modalities]
     if dataset.modality_names != names:
         raise ConfigError(f"{dataset.name} has modalities {dataset.modality_names}, the model expects {names}")
@@ -121,6 +122,12 @@ def check_dataset(model: ModelConfig, dataset: MultimodalDataset) -> None:
             raise ConfigError(
                 f"modality {m.name!r}: {dataset.name} has examples of shape {shape}, "
                 f"the model configuration says {tuple(m.shape)}"
+            )
+        spec = dataset.specs[m.name]
+        if spec.kind == "tokens" and spec.vocab_size != m.vocab_size:
+            raise ConfigError(
+                f"modality {m.name!r}: {dataset.name} has token ids over a vocabulary of {spec.vocab_size}, "
+                f"the model configuration says vocab_size={m.vocab_size}"
             )
 
 
@@ -406,7 +413,9 @@ class _Run:
         if tc.grid_examples > 0:
             count = min(tc.grid_examples, len(self.test_set))
             batch = self.test_set.batch(torch.arange(count))
-            grids = save_generation_grids(self.model, batch, out / GRIDS_DIR, seed=tc.seed)
+            grids = save_generation_grids(
+                self.model, batch, out / GRIDS_DIR, seed=tc.seed, decode_text=self.test_set.text_decoders
+            )
         last = s.last_epoch_metrics
         elapsed = self.elapsed()
         paths = {
