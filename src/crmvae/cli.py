@@ -1,6 +1,6 @@
 """The ``crmvae`` command line: a thin layer over the Python API.
 
-Subcommands: ``data {build,info,list}``, ``train``, ``generate``, ``info``, ``models``. Every
+Subcommands: ``data {build,info,list}``, ``train``, ``generate``, ``info``, ``models``, ``evaluate``, ``compare``. Every
 :class:`~crmvae.errors.CrmvaeError` is printed as ``crmvae: error: <message>`` (exit status 2,
 no traceback); an interrupted training prints where its last checkpoint is (exit status 130).
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +33,7 @@ from .errors import ConfigError, CrmvaeError
 from .objectives import OBJECTIVES
 from .presets import build_run_config
 from .training import CHECKPOINT_FILE, CONFIG_FILE, check_dataset, resolve_device, train
+from .training.distributed import detect_context
 from .visualize import save_generation_grids
 
 PROG = "crmvae"
@@ -79,9 +81,21 @@ def cmd_data_list(args: argparse.Namespace) -> int:
 # train
 
 
+def _user_data_flag(args: argparse.Namespace) -> None:
+    """``--data PATH``: dataset ``user`` with ``data.root=PATH``, made absolute so that the run's
+    config.yaml finds the files again from anywhere."""
+    if args.data is None:
+        return
+    if args.config or args.dataset not in (None, "user"):
+        raise ConfigError("--data PATH trains on your own files (dataset 'user'); it cannot be combined with --config or --dataset")
+    args.dataset = "user"
+    args.set = [f"data.root={json.dumps(str(Path(args.data).expanduser().resolve()))}", *args.set]
+
+
 def _run_config(args: argparse.Namespace) -> tuple[RunConfig, str]:
     """The run configuration from a preset or a file, the overrides and the shortcut flags,
     and a label for the default output directory."""
+    _user_data_flag(args)
     named = {k: getattr(args, k) for k in DEFAULTS if getattr(args, k) is not None}
     resumed = Path(args.out) / CONFIG_FILE if args.resume and args.out else None
     if args.config and named:
@@ -107,7 +121,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     config, label = _run_config(args)
     out = Path(args.out or f"runs/{config.data.dataset}-{config.model.objective}-{label}-seed{config.train.seed}")
     verb = "resuming" if args.resume else "training"
-    print(f"{verb} {config.model.objective} on {config.data.dataset} into {out}", flush=True)
+    main_rank = detect_context().is_main  # under torchrun, rank 0 alone reports
+    if main_rank:
+        print(f"{verb} {config.model.objective} on {config.data.dataset} into {out}", flush=True)
     try:
         result = train(config, out, resume=args.resume)
     except KeyboardInterrupt:
@@ -117,6 +133,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"{PROG}: interrupted; {where}", file=sys.stderr)
         return 130
     metrics = result.metrics
+    if not main_rank:
+        return 0
     if metrics:
         print(f"epochs {result.epochs_completed}, steps {result.global_step}: "
               f"train loss {metrics['train_loss']:.6g}, test loss {metrics['test_loss']:.6g}")
@@ -165,7 +183,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     check_dataset(model.config, dataset)
     batch = dataset.batch(torch.arange(min(args.n, len(dataset))))
     out = Path(args.out or checkpoint.parent / f"generated-{args.dataset_split}")
-    for path in save_generation_grids(model, batch, out, subsets, seed=args.seed):
+    for path in save_generation_grids(model, batch, out, subsets, seed=args.seed, decode_text=dataset.text_decoders):
         print(path)
     return 0
 
@@ -219,6 +237,67 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+# evaluate
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import EvalConfig, evaluate_checkpoint, format_results
+    from .evaluation.evaluate import resolve_checkpoint, run_data_config
+
+    shortcuts = [f"{key}={value}" for key, value in (
+        ("n_test", args.n_test), ("fid_samples", args.fid_samples), ("device", args.device),
+        ("metrics", f"[{args.metrics}]" if args.metrics else None),
+    ) if value is not None]
+    config = from_dict(EvalConfig, apply_overrides(to_dict(EvalConfig()), [*args.set, *shortcuts]), where="evaluation config")
+    checkpoint = resolve_checkpoint(args.checkpoint)
+    data = run_data_config(checkpoint)
+    if args.data_dir is not None:
+        data = dataclasses.replace(data, data_dir=args.data_dir)
+    results = evaluate_checkpoint(checkpoint, config, data)
+    print(format_results(results))
+    out = Path(args.out or checkpoint.parent / "evaluation.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"results: {out}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# compare
+
+
+def _names(text: str, what: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise ConfigError(f"--{what}: expected a comma-separated list, got {text!r}")
+    return names
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    # imported here: the report pulls in matplotlib, which no other command needs
+    from .evaluation.compare import CompareConfig, EvalConfig, run_comparison
+    from .evaluation.report import write_report
+
+    try:
+        seeds = [int(seed) for seed in _names(args.seeds, "seeds")]
+    except ValueError:
+        raise ConfigError(f"--seeds: expected comma-separated integers, got {args.seeds!r}") from None
+    shortcuts = [f"{key}={value}" for key, value in (("n_test", args.n_test), ("fid_samples", args.fid_samples))
+                 if value is not None]
+    evaluation = from_dict(EvalConfig, apply_overrides(to_dict(EvalConfig()), [*args.eval_set, *shortcuts]),
+                           where="evaluation config")
+    config = CompareConfig(
+        dataset=args.dataset, models=_names(args.models, "models"), seeds=seeds, preset=args.preset,
+        budget=list(args.budget), eval=evaluation, out_dir=args.out or f"docs/results/{args.dataset}-compare",
+        runs_dir=args.runs_dir,
+    )
+    command = " ".join([PROG, *map(shlex.quote, args.argv)])
+    paths = write_report(run_comparison(config, command=command), config.out_dir)
+    print(f"report: {paths['html']} ({paths['markdown'].name}, {paths['results'].name} beside it)")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
 # the parser
 
 
@@ -242,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = commands.add_parser("train", help="train a model (resumable)")
     tr.add_argument("--dataset", help=f"dataset (default {DEFAULTS['dataset']})")
+    tr.add_argument("--data", metavar="PATH", help="train on your own files (dataset 'user'; see the README, 'Your own data')")
     tr.add_argument("--model", help=f"objective (default {DEFAULTS['model']}; see `{PROG} models`)")
     tr.add_argument("--preset", help=f"preset: paper or cpu-short (default {DEFAULTS['preset']})")
     tr.add_argument("--config", help="a run configuration file (e.g. a run's config.yaml) instead of a preset")
@@ -273,12 +353,39 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=cmd_info)
 
     commands.add_parser("models", help="list the objectives and their settings").set_defaults(func=cmd_models)
+
+    ev = commands.add_parser("evaluate", help="coherence, FID, latent probes... of a trained model; writes JSON")
+    ev.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR")
+    ev.add_argument("--metrics", metavar="M1,M2", help="coherence,text,fid,probes,similarity (default: all that apply)")
+    ev.add_argument("--fid-samples", type=int, help="images per FID set (default 1000; few samples bias FID upward)")
+    ev.add_argument("--n-test", type=int, help="test examples to evaluate on (default 1000)")
+    ev.add_argument("--out", help="JSON file (default: <run dir>/evaluation.json)")
+    ev.add_argument("--device", help="e.g. cpu or cuda")
+    ev.add_argument("--data-dir", help="data.data_dir of the run's dataset")
+    ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="an evaluation setting, e.g. fid_modalities=[m0,m1] or classifier.epochs=5")
+    ev.set_defaults(func=cmd_evaluate)
+
+    cmp = commands.add_parser("compare", help="train/reuse and evaluate models x seeds, write a report")
+    cmp.add_argument("--dataset", default=DEFAULTS["dataset"], help=f"dataset (default {DEFAULTS['dataset']})")
+    cmp.add_argument("--models", required=True, metavar="M1,M2,...", help="objectives to compare; the first is the main one")
+    cmp.add_argument("--seeds", default="0", metavar="S1,S2,...", help="seeds (data.seed and train.seed; default 0)")
+    cmp.add_argument("--preset", default="cpu-short", help="preset of every run (default cpu-short)")
+    cmp.add_argument("--budget", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                     help="a training override applied to every run, e.g. train.epochs=1 (repeatable)")
+    cmp.add_argument("--out", help="report folder (default docs/results/<dataset>-compare)")
+    cmp.add_argument("--runs-dir", default="runs", help="runs go to <runs-dir>/<dataset>/<model>/seed<seed> (default runs)")
+    cmp.add_argument("--fid-samples", type=int, help="FID sample count (evaluation fid_samples)")
+    cmp.add_argument("--n-test", type=int, help="test examples to evaluate on (evaluation n_test)")
+    cmp.add_argument("--eval-set", action="append", default=[], metavar="KEY=VALUE", help="an evaluation setting")
+    cmp.set_defaults(func=cmd_compare)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.func(args)
     except CrmvaeError as exc:

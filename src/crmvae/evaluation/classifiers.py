@@ -1,0 +1,347 @@
+"""Coherence classifiers: architectures, training, test accuracy and a verified cache.
+
+One classifier per modality predicts the example's label from a (real or generated) model input:
+float images in [0, 1] ``[N, C, H, W]``, token ids ``int64 [N, L]`` or float vectors. The
+architecture is picked from the modality's shape (:func:`classifier_for`); the reference ones
+follow ``docs/evaluation.md``, and generic fallbacks cover any image size, vector or vocabulary.
+
+Classifiers are trained once per dataset (Adam, seeded) on the full train split, scored on the
+full test split, and cached beside the dataset cache as ``classifiers-<dataset>-<key>.pt``
+(weights, recorded test accuracy, the dataset's identity; see :mod:`crmvae.evaluation.cache`). Evaluation refuses classifiers below their accuracy threshold.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ..config import DataConfig
+from ..data import MultimodalDataset, load_dataset
+from ..data.base import ModalitySpec, to_model_input
+from ..errors import ConfigError, DataError
+from ..seeding import private_rng
+from .cache import cache_file, dataset_identity, read_cached, write_cached
+
+log = logging.getLogger(__name__)
+
+#: Minimum recorded test accuracy per dataset; datasets not listed use ``"default"``.
+DEFAULT_THRESHOLDS: dict[str, float] = {"polymnist": 0.95, "translated_polymnist": 0.95, "default": 0.8}
+
+ClassifierFactory = Callable[[ModalitySpec, int], nn.Module]
+ARCHITECTURES: dict[str, ClassifierFactory] = {}
+
+
+def register_classifier(name: str) -> Callable[[ClassifierFactory], ClassifierFactory]:
+    """Decorator adding a ``(spec, num_classes) -> nn.Module`` factory to :data:`ARCHITECTURES`."""
+
+    def decorate(factory: ClassifierFactory) -> ClassifierFactory:
+        ARCHITECTURES[name] = factory
+        return factory
+
+    return decorate
+
+
+# --------------------------------------------------------------------------------------------
+# architectures
+
+
+class OneHot(nn.Module):
+    """Token ids ``[N, L]`` -> one-hot channels ``float [N, V, L]`` (for Conv1d)."""
+
+    def __init__(self, vocab_size: int) -> None:
+        super().__init__()
+        self.vocab_size = vocab_size
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return F.one_hot(tokens, self.vocab_size).float().transpose(1, 2)
+
+
+class TokenEmbedding(nn.Module):
+    """Token ids ``[N, L]`` -> embedded channels ``[N, E, L]``."""
+
+    def __init__(self, vocab_size: int, dim: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, dim)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return self.embed(tokens).transpose(1, 2)
+
+
+class ResidualBlock1d(nn.Module):
+    """``relu(body(x) + skip(x))``, both paths striding with the same ``Conv1d(c_in, c_out, k, s, p)``."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv1d(c_in, c_out, kernel, stride, padding), nn.BatchNorm1d(c_out), nn.ReLU(),
+            nn.Conv1d(c_out, c_out, 1), nn.BatchNorm1d(c_out),
+        )
+        self.skip = nn.Sequential(nn.Conv1d(c_in, c_out, kernel, stride, padding), nn.BatchNorm1d(c_out))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(self.body(x) + self.skip(x))
+
+
+@register_classifier("polymnist")
+def polymnist_classifier(spec: ModalitySpec, num_classes: int) -> nn.Module:
+    """Conv(3,10,4,2,1) Dropout2d ReLU Conv(10,20,4,2,1) Dropout2d ReLU Linear(980,128) Dropout ReLU Linear."""
+    return nn.Sequential(
+        nn.Conv2d(3, 10, 4, 2, 1), nn.Dropout2d(0.5), nn.ReLU(),
+        nn.Conv2d(10, 20, 4, 2, 1), nn.Dropout2d(0.5), nn.ReLU(),
+        nn.Flatten(), nn.Linear(980, 128), nn.Dropout(0.5), nn.ReLU(), nn.Linear(128, num_classes),
+    )
+
+
+@register_classifier("mnist")
+def mnist_classifier(spec: ModalitySpec, num_classes: int) -> nn.Module:
+    """Conv(1,32,4,2) Conv(32,64,4,2) Conv(64,128,4,2) (ReLU after each) Dropout Linear(128, classes)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 4, 2), nn.ReLU(), nn.Conv2d(32, 64, 4, 2), nn.ReLU(),
+        nn.Conv2d(64, 128, 4, 2), nn.ReLU(), nn.Flatten(), nn.Dropout(0.5), nn.Linear(128, num_classes),
+    )
+
+
+@register_classifier("svhn")
+def svhn_classifier(spec: ModalitySpec, num_classes: int) -> nn.Module:
+    """The SVHN encoder's four convs (32-64-64-128, k4 s2) with BatchNorm, Dropout, Linear(128, classes)."""
+    layers: list[nn.Module] = []
+    for c_in, c_out, padding in ((3, 32, 1), (32, 64, 1), (64, 64, 1), (64, 128, 0)):
+        layers += [nn.Conv2d(c_in, c_out, 4, 2, padding), nn.BatchNorm2d(c_out), nn.ReLU(), nn.Dropout2d(0.1)]
+    return nn.Sequential(*layers, nn.Flatten(), nn.Dropout(0.5), nn.Linear(128, num_classes))
+
+
+@register_classifier("text")
+def text_classifier(spec: ModalitySpec, num_classes: int) -> nn.Module:
+    """One-hot (71, 8) -> Conv1d(71,128,1) -> residual 128->192 (k4 s2 p1) -> 192->128 (k4 s2 p0)
+    -> Dropout -> Linear(128, classes)."""
+    assert spec.vocab_size is not None
+    return nn.Sequential(
+        OneHot(spec.vocab_size), nn.Conv1d(spec.vocab_size, 128, 1),
+        ResidualBlock1d(128, 192, 4, 2, 1), ResidualBlock1d(192, 128, 4, 2, 0),
+        nn.Flatten(), nn.Dropout(0.5), nn.Linear(128, num_classes),
+    )
+
+
+@register_classifier("generic_image")
+def generic_image_classifier(spec: ModalitySpec, num_classes: int) -> nn.Module:
+    """Any ``[C, H, W]``: Conv(C,32,4,2,1) Conv(32,64,4,2,1) Conv(64,128,4,2,1) (ReLU), global
+    average pool, Dropout, Linear(128, classes)."""
+    return nn.Sequential(
+        nn.Conv2d(spec.shape[0], 32, 4, 2, 1), nn.ReLU(), nn.Conv2d(32, 64, 4, 2, 1), nn.ReLU(),
+        nn.Conv2d(64, 128, 4, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Dropout(0.5), nn.Linear(128, num_classes),
+    )
+
+
+@register_classifier("generic_tokens")
+def generic_token_classifier(spec: ModalitySpec, num_classes: int) -> nn.Module:
+    """Any vocabulary and length: Embedding(V, 64), two Conv1d(k3) of 128 channels, global max
+    pool, Dropout, Linear(128, classes)."""
+    assert spec.vocab_size is not None
+    return nn.Sequential(
+        TokenEmbedding(spec.vocab_size, 64), nn.Conv1d(64, 128, 3, padding=1), nn.ReLU(),
+        nn.Conv1d(128, 128, 3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool1d(1), nn.Flatten(),
+        nn.Dropout(0.5), nn.Linear(128, num_classes),
+    )
+
+
+@register_classifier("mlp")
+def mlp_classifier(spec: ModalitySpec, num_classes: int) -> nn.Module:
+    """Any vector: Flatten, Linear(numel, 256), ReLU, Dropout, Linear(256, classes)."""
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(math.prod(spec.shape), 256), nn.ReLU(), nn.Dropout(0.5), nn.Linear(256, num_classes)
+    )
+
+
+def classifier_for(spec: ModalitySpec) -> str:
+    """The architecture for a modality: ``polymnist`` (3x28x28), ``mnist`` (1x28x28), ``svhn``
+    (3x32x32), ``text`` (8 tokens over 71 symbols), else ``generic_image``, ``generic_tokens``
+    or ``mlp``."""
+    shape = tuple(spec.shape)
+    if spec.kind == "image":
+        return {(3, 28, 28): "polymnist", (1, 28, 28): "mnist", (3, 32, 32): "svhn"}.get(shape, "generic_image")
+    if spec.kind == "tokens":
+        return "text" if shape == (8,) and spec.vocab_size == 71 else "generic_tokens"
+    return "mlp"
+
+
+def build_classifier(architecture: str, spec: ModalitySpec, num_classes: int) -> nn.Module:
+    """A fresh network of the named architecture for ``spec``."""
+    if architecture not in ARCHITECTURES:
+        raise ConfigError(f"modality {spec.name!r}: unknown classifier {architecture!r}; available: {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[architecture](spec, num_classes)
+
+
+# --------------------------------------------------------------------------------------------
+# a trained classifier
+
+
+@dataclass
+class Classifier:
+    """A trained classifier of one modality, with its recorded test accuracy."""
+
+    spec: ModalitySpec
+    architecture: str
+    net: nn.Module
+    num_classes: int
+    test_accuracy: float
+
+    @torch.no_grad()
+    def predict(self, x: Tensor, batch_size: int = 1024) -> Tensor:
+        """Predicted labels ``int64 [N]`` of model inputs ``x`` (images are clamped to [0, 1])."""
+        self.net.eval()
+        device = next(self.net.parameters()).device
+        if self.spec.kind == "image":
+            x = x.float().clamp(0.0, 1.0)
+        return torch.cat([self.net(chunk.to(device)).argmax(-1) for chunk in x.split(batch_size)]).to(x.device)
+
+    __call__ = predict
+
+
+@dataclass
+class ClassifierConfig:
+    """How coherence classifiers are trained (part of the cache key)."""
+
+    epochs: int = 12
+    batch_size: int = 128
+    lr: float = 3e-3
+    seed: int = 0
+    train_size: int | None = None
+
+
+def train_classifiers(
+    train: MultimodalDataset, architectures: Mapping[str, str], num_classes: int, config: ClassifierConfig,
+    progress: bool = False,
+) -> dict[str, nn.Module]:
+    """Train one network per modality with Adam on cross-entropy (learning rate annealed from
+    ``config.lr`` to 0 by a cosine over all steps), on the examples where the modality is
+    present; one shuffled pass over ``train`` per epoch serves every modality."""
+    if train.labels is None:
+        raise DataError(f"{train.name}: coherence classifiers need labels, the dataset has none")
+    if config.train_size is not None:
+        train = train.subset(slice(0, config.train_size))
+    with private_rng(config.seed, torch.device("cpu")):
+        nets = {m: build_classifier(a, train.specs[m], num_classes) for m, a in architectures.items()}
+        optimizers = {m: torch.optim.Adam(net.parameters(), lr=config.lr) for m, net in nets.items()}
+        steps = config.epochs * train.num_batches(config.batch_size)
+        schedules = {m: torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1)) for m, opt in optimizers.items()}
+        generator = torch.Generator().manual_seed(config.seed)
+        with tqdm(total=steps, desc="classifiers", disable=not progress, leave=False) as bar:
+            for _ in range(config.epochs):
+                for batch in train.batches(config.batch_size, shuffle=True, generator=generator):
+                    for m, net in nets.items():
+                        keep = batch.mask[:, train.modality_names.index(m)]
+                        if keep.any():
+                            net.train()
+                            loss = F.cross_entropy(net(batch.data[m][keep]), batch.labels[keep])
+                            optimizers[m].zero_grad(set_to_none=True)
+                            loss.backward()
+                            optimizers[m].step()
+                        schedules[m].step()
+                    bar.update()
+    return nets
+
+
+@torch.no_grad()
+def classifier_accuracy(classifier: Classifier, dataset: MultimodalDataset, batch_size: int = 1024) -> float:
+    """Accuracy on the examples of ``dataset`` where the classifier's modality is present."""
+    if dataset.labels is None:
+        raise DataError(f"{dataset.name}: accuracy needs labels, the dataset has none")
+    m = classifier.spec.name
+    keep = dataset.mask[:, dataset.modality_names.index(m)]
+    correct = total = 0
+    for start in range(0, len(dataset), batch_size):
+        rows = slice(start, start + batch_size)
+        x = to_model_input(dataset.specs[m], dataset.tensors[m][rows])[keep[rows]]
+        correct += int((classifier.predict(x) == dataset.labels[rows][keep[rows]]).sum())
+        total += int(keep[rows].sum())
+    return correct / max(total, 1)
+
+
+# --------------------------------------------------------------------------------------------
+# the cache
+
+
+def classifier_cache_path(data_cfg: DataConfig, config: ClassifierConfig, architectures: Mapping[str, str]) -> Path:
+    """``<data dir>/classifiers-<dataset>-<key>.pt``; the key hashes the dataset's identity
+    (see :mod:`crmvae.evaluation.cache`), the architectures and the training settings."""
+    return cache_file(data_cfg, "classifiers", {"architectures": dict(architectures), "training": asdict(config)})
+
+
+def load_or_train_classifiers(
+    data_cfg: DataConfig,
+    config: ClassifierConfig | None = None,
+    architectures: Mapping[str, str] | None = None,
+    progress: bool = False,
+) -> dict[str, Classifier]:
+    """The dataset's classifiers from the cache, or trained, scored and cached now.
+
+    Trains on the full train split and scores on the full test split (``data_cfg.train_size``
+    and ``test_size`` are ignored). ``architectures`` overrides :func:`classifier_for` per modality.
+    """
+    config = config or ClassifierConfig()
+    data_cfg = replace(data_cfg, train_size=None, test_size=None)
+    test = load_dataset(data_cfg, "test")
+    if test.labels is None:
+        raise DataError(f"{test.name}: coherence classifiers need labels, the dataset has none")
+    chosen = {m: classifier_for(s) for m, s in test.specs.items()} | dict(architectures or {})
+    path = classifier_cache_path(data_cfg, config, chosen)
+    payload = read_cached(path)
+    if payload is not None:
+        return {m: _restore(test.specs[m], entry, payload["num_classes"]) for m, entry in payload["classifiers"].items()}
+    train = load_dataset(data_cfg, "train")
+    assert train.labels is not None
+    num_classes = int(max(train.labels.max(), test.labels.max())) + 1
+    start = time.perf_counter()
+    nets = train_classifiers(train, chosen, num_classes, config, progress)
+    seconds = time.perf_counter() - start
+    classifiers = {m: Classifier(test.specs[m], chosen[m], nets[m], num_classes, 0.0) for m in chosen}
+    for classifier in classifiers.values():
+        classifier.test_accuracy = classifier_accuracy(classifier, test)
+    write_cached(path, {
+        "data": dataset_identity(data_cfg), "training": asdict(config), "train_seconds": seconds,
+        "num_classes": num_classes,
+        "classifiers": {
+            m: {"architecture": c.architecture, "state": c.net.state_dict(), "test_accuracy": c.test_accuracy}
+            for m, c in classifiers.items()
+        },
+    })
+    log.info("trained classifiers in %.1f s -> %s (test accuracy %s)", seconds, path,
+             {m: round(c.test_accuracy, 4) for m, c in classifiers.items()})
+    return classifiers
+
+
+def _restore(spec: ModalitySpec, entry: dict[str, Any], num_classes: int) -> Classifier:
+    net = build_classifier(entry["architecture"], spec, num_classes)
+    net.load_state_dict(entry["state"])
+    return Classifier(spec, entry["architecture"], net.eval(), num_classes, entry["test_accuracy"])
+
+
+def classifier_threshold(dataset: str, thresholds: Mapping[str, float]) -> float:
+    """The accuracy threshold of ``dataset``: ``thresholds[dataset]``, else ``thresholds["default"]``."""
+    if dataset in thresholds:
+        return thresholds[dataset]
+    if "default" not in thresholds:
+        raise ConfigError(f"no classifier threshold for dataset {dataset!r} and no 'default' in {dict(thresholds)}")
+    return thresholds["default"]
+
+
+def check_classifiers(classifiers: Mapping[str, Classifier], threshold: float, dataset: str) -> None:
+    """Raise :class:`ConfigError` naming every classifier whose recorded test accuracy is below ``threshold``."""
+    low = {m: round(c.test_accuracy, 4) for m, c in classifiers.items() if c.test_accuracy < threshold}
+    if low:
+        raise ConfigError(
+            f"{dataset}: coherence classifiers {sorted(low)} have recorded test accuracy {low}, below the "
+            f"threshold {threshold}; coherence measured with them would be meaningless. Train them longer "
+            f"(classifier.epochs) or lower classifier_thresholds[{dataset!r}]"
+        )

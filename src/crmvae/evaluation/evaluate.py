@@ -1,0 +1,322 @@
+"""Evaluate a trained model with the paper's metrics: one call, one JSON-friendly dict.
+
+:func:`evaluate_model` runs the requested metrics that apply to the dataset: cross- and joint
+coherence, text edit distance and latent probes need labels; cosine similarity is the
+label-free alternative; FID needs image modalities. The result's top-level keys (absent when a
+metric did not run)::
+
+    {"n_test", "classifier_accuracy", "cross_coherence", "joint_coherence", "text", "fid",
+     "probes", "cosine_similarity", "seconds"}
+
+Latent samples come from a private RNG seeded with ``EvalConfig.seed``, so results are
+deterministic and the global RNG is untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from tqdm.auto import tqdm
+
+from ..checkpoint import load_model, read_checkpoint
+from ..config import DataConfig, RunConfig, from_dict, load_config
+from ..data import MultimodalDataset, load_dataset
+from ..data import text as text_data
+from ..errors import ConfigError
+from ..model import MultimodalVAE
+from ..seeding import private_rng
+from ..training import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    MODEL_FILE,
+    check_dataset,
+    resolve_device,
+)
+from .classifiers import (
+    DEFAULT_THRESHOLDS,
+    ClassifierConfig,
+    check_classifiers,
+    classifier_threshold,
+    load_or_train_classifiers,
+)
+from .coherence import (
+    Scorer,
+    accuracy_scorer,
+    cross_generation_scores,
+    joint_coherence,
+    score_table,
+)
+from .fid import (
+    FeatureExtractor,
+    cached_real_statistics,
+    check_image_modalities,
+    load_inception,
+    model_fid,
+)
+from .probes import latent_probes
+from .similarity import latent_cosine_similarity
+from .text import DIGIT_WORDS, digit_word, text_scorer
+
+log = logging.getLogger(__name__)
+
+METRICS = ("coherence", "text", "fid", "probes", "similarity")
+#: Metrics that need class labels.
+LABELLED = frozenset({"coherence", "text", "probes"})
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation settings.
+
+    ``metrics`` None runs every metric that applies (labels: coherence, text, fid, probes; no
+    labels: similarity, fid). ``threads`` sets torch's CPU threads during the call (None: as
+    is). ``n_test`` takes the first test examples (None: all). FID uses
+    ``fid_samples`` generated and real images per set (few samples bias it upward), for the image
+    modalities ``fid_modalities`` (None: the first one); bf16 autocast with channels-last runs the
+    Inception network about 2.5x faster than fp32 on AVX512-bf16 CPUs and moved FID by < 1%. ``classifier_thresholds`` maps a
+    dataset name (or ``"default"``) to the minimum recorded test accuracy of its classifiers.
+    """
+
+    metrics: list[str] | None = None
+    n_test: int | None = 1000
+    batch_size: int = 256
+    seed: int = 0
+    device: str = "cpu"
+    threads: int | None = None
+    precision: Literal["fp32", "bf16"] = "fp32"
+    use_mean: bool = False
+    fid_samples: int = 1000
+    fid_modalities: list[str] | None = None
+    fid_batch_size: int = 50
+    fid_precision: Literal["fp32", "bf16"] = "bf16"
+    fid_channels_last: bool = True
+    probe_train_size: int = 500
+    classifier_thresholds: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    progress: bool = True
+
+
+def resolve_metrics(config: EvalConfig, labelled: bool) -> list[str]:
+    """The metrics to run: ``config.metrics`` checked, or the defaults for (un)labelled data.
+    Metrics that need labels are dropped (with a warning) for unlabelled data."""
+    if config.metrics is None:
+        return ["coherence", "text", "fid", "probes"] if labelled else ["similarity", "fid"]
+    unknown = sorted(set(config.metrics) - set(METRICS))
+    if unknown:
+        raise ConfigError(f"unknown metrics {unknown}; available: {list(METRICS)}")
+    if not labelled and LABELLED & set(config.metrics):
+        log.warning("the dataset has no labels: skipping %s", sorted(LABELLED & set(config.metrics)))
+        return [m for m in config.metrics if m not in LABELLED]
+    return list(config.metrics)
+
+
+def _check_config(config: EvalConfig) -> None:
+    for name in ("batch_size", "fid_batch_size"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"eval.{name} must be >= 1, got {getattr(config, name)}")
+    for name in ("fid_samples", "probe_train_size"):
+        if getattr(config, name) < 2:
+            raise ConfigError(f"eval.{name} must be >= 2, got {getattr(config, name)}")
+    if config.threads is not None and config.threads < 1:
+        raise ConfigError(f"eval.threads must be >= 1 or null, got {config.threads}")
+    if config.n_test is not None and config.n_test < 1:
+        raise ConfigError(f"eval.n_test must be >= 1 or null (all), got {config.n_test}")
+
+
+@contextmanager
+def _timed(seconds: dict[str, float], name: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    seconds[name] = round(time.perf_counter() - start, 3)
+
+
+def _text_scorers(model: MultimodalVAE, test: MultimodalDataset) -> dict[str, Scorer]:
+    """Edit-distance scorers for token modalities over the 71-symbol alphabet with digit labels."""
+    assert test.labels is not None
+    if int(test.labels.max()) >= len(DIGIT_WORDS):
+        return {}
+    return {
+        m: text_scorer(text_data.decode_tokens, digit_word)
+        for m, spec in test.specs.items()
+        if spec.kind == "tokens" and spec.vocab_size == text_data.VOCAB_SIZE and m in model.modality_names
+    }
+
+
+def evaluate_model(model: MultimodalVAE, data_cfg: DataConfig, config: EvalConfig | None = None) -> dict[str, Any]:
+    """Run the metrics of ``config`` on ``model`` with the test split of ``data_cfg``'s dataset
+    (``data_cfg.train_size``/``test_size`` are ignored: ``config.n_test`` chooses the examples)."""
+    config = config or EvalConfig()
+    _check_config(config)
+    threads = torch.get_num_threads()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    try:
+        return _evaluate(model, data_cfg, config)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _evaluate(model: MultimodalVAE, data_cfg: DataConfig, config: EvalConfig) -> dict[str, Any]:
+    device = resolve_device(config.device)
+    model = model.to(device).eval()
+    data_cfg = replace(data_cfg, train_size=None, test_size=None)
+    test_full = load_dataset(data_cfg, "test")
+    check_dataset(model.config, test_full)
+    test = test_full if config.n_test is None else test_full.subset(slice(0, min(config.n_test, len(test_full))))
+    metrics = resolve_metrics(config, test.labels is not None)
+    results: dict[str, Any] = {"n_test": len(test)}
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+
+    def batches(dataset: MultimodalDataset, what: str) -> Any:
+        return tqdm(dataset.batches(config.batch_size), total=dataset.num_batches(config.batch_size),
+                    desc=what, disable=not config.progress, leave=False)
+
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
+    with private_rng(config.seed, device), autocast:
+        scorers: dict[str, Scorer] = {}
+        if "coherence" in metrics:
+            with _timed(seconds, "classifiers"):
+                classifiers = load_or_train_classifiers(data_cfg, config.classifier, progress=config.progress)
+            check_classifiers(classifiers, classifier_threshold(data_cfg.dataset, config.classifier_thresholds), data_cfg.dataset)
+            for c in classifiers.values():
+                c.net.to(device)
+            results["classifier_accuracy"] = {m: c.test_accuracy for m, c in classifiers.items()}
+            scorers = {m: accuracy_scorer(c) for m, c in classifiers.items()}
+        texts = _text_scorers(model, test) if "text" in metrics else {}
+        if len(model.modality_names) > 1 and (scorers or texts):
+            combined = {m: _merge(scorers.get(m), texts.get(m)) for m in {**scorers, **texts}}
+            with _timed(seconds, "cross_generation"):
+                scores = cross_generation_scores(model, batches(test, "coherence"), combined, config.use_mean)
+            if scorers:
+                results["cross_coherence"] = score_table({m: scores[m] for m in scorers}, "correct")
+            if texts:
+                results["text"] = {m: _text_summary(scores[m]) for m in texts}
+        if "coherence" in metrics:
+            with _timed(seconds, "joint_coherence"):
+                results["joint_coherence"] = joint_coherence(model, classifiers, len(test), config.batch_size)
+        if "fid" in metrics:
+            with _timed(seconds, "fid"):
+                results["fid"] = _fid(model, data_cfg, test_full, config, device)
+        if "probes" in metrics:
+            with _timed(seconds, "probes"):
+                results["probes"] = _probes(model, data_cfg, test, config, batches)
+        if "similarity" in metrics:
+            with _timed(seconds, "similarity"):
+                results["cosine_similarity"] = latent_cosine_similarity(model, batches(test, "similarity"))
+    seconds["total"] = round(time.perf_counter() - start, 3)
+    results["seconds"] = seconds
+    return results
+
+
+def _merge(first: Scorer | None, second: Scorer | None) -> Scorer:
+    """One scorer returning the metrics of both (either may be None)."""
+    parts = [s for s in (first, second) if s is not None]
+    return lambda generated, labels: {k: v for s in parts for k, v in s(generated, labels).items()}
+
+
+def _text_summary(per_subset: dict[str, dict[str, float]]) -> dict[str, Any]:
+    exact = score_table({"t": per_subset}, "exact_match")
+    distance = score_table({"t": per_subset}, "distance")
+    n = len(per_subset)
+    return {
+        "exact_match": sum(v["exact_match"] for v in per_subset.values()) / n,
+        "mean_distance": sum(v["distance"] for v in per_subset.values()) / n,
+        "by_size": exact["by_size"],
+        "mean_distance_by_size": distance["by_size"],
+    }
+
+
+def _fid(model: MultimodalVAE, data_cfg: DataConfig, test: MultimodalDataset, config: EvalConfig, device: torch.device) -> dict[str, Any]:
+    images = [m for m, s in model.shapes.items() if len(s) == 3 and s[0] in (1, 3)]
+    if config.fid_modalities is None and not images:
+        raise ConfigError(f"FID needs an image modality; the model has {dict(model.shapes)}")
+    modalities = check_image_modalities(model, config.fid_modalities or images[:1])
+    extractor = FeatureExtractor(load_inception(), batch_size=config.fid_batch_size, precision=config.fid_precision,
+                                 channels_last=config.fid_channels_last, device=device)
+    n = min(config.fid_samples, len(test))
+
+    def real(modality: str) -> Any:
+        return cached_real_statistics(data_cfg, "test", test, extractor, modality, n, config.progress)
+
+    return model_fid(model, test, extractor, real, modalities, n, config.batch_size, config.progress)
+
+
+def _probes(model: MultimodalVAE, data_cfg: DataConfig, test: MultimodalDataset, config: EvalConfig, batches: Any) -> dict[str, Any]:
+    train = load_dataset(data_cfg, "train")
+    generator = torch.Generator().manual_seed(config.seed)
+    chosen = torch.randperm(len(train), generator=generator)[: config.probe_train_size].sort().values
+    return latent_probes(model, batches(train.subset(chosen), "probes train"), batches(test, "probes test"), config.seed)
+
+
+# --------------------------------------------------------------------------------------------
+# checkpoints and run directories
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A model file: ``path`` itself, or a run directory's ``model.pt`` (else ``checkpoint.pt``)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in (MODEL_FILE, CHECKPOINT_FILE):
+            if (path / name).is_file():
+                return path / name
+        raise ConfigError(f"run directory {path} holds neither {MODEL_FILE} nor {CHECKPOINT_FILE}")
+    return path
+
+
+def run_data_config(checkpoint: Path) -> DataConfig:
+    """The data configuration of the run that wrote ``checkpoint``: its folder's ``config.yaml``,
+    else the run configuration stored in the checkpoint."""
+    run_file = checkpoint.parent / CONFIG_FILE
+    if run_file.is_file():
+        return load_config(RunConfig, run_file).data
+    stored = read_checkpoint(checkpoint).get("run_config")
+    if stored is None:
+        raise ConfigError(f"no {run_file} and no run configuration in {checkpoint}; give the data configuration")
+    return from_dict(RunConfig, stored, where=str(checkpoint)).data
+
+
+def evaluate_checkpoint(path: str | Path, config: EvalConfig | None = None, data_cfg: DataConfig | None = None) -> dict[str, Any]:
+    """:func:`evaluate_model` on the model in ``path`` (a model/checkpoint file or a run directory),
+    with the run's own data configuration unless ``data_cfg`` is given."""
+    config = config or EvalConfig()
+    checkpoint = resolve_checkpoint(path)
+    model = load_model(checkpoint, map_location=resolve_device(config.device))
+    return evaluate_model(model, data_cfg or run_data_config(checkpoint), config)
+
+
+def format_results(results: dict[str, Any]) -> str:
+    """A compact text table of :func:`evaluate_model`'s result."""
+    lines = [f"test examples: {results['n_test']}"]
+    if "classifier_accuracy" in results:
+        lines.append("classifier accuracy: " + "  ".join(f"{m} {v:.4f}" for m, v in results["classifier_accuracy"].items()))
+    if "cross_coherence" in results:
+        by_size = results["cross_coherence"]["by_size"]
+        lines.append("cross-coherence by subset size: " + "  ".join(f"{k}: {v:.4f}" for k, v in by_size.items()))
+        for target, row in results["cross_coherence"]["table"].items():
+            lines.append(f"  -> {target}: " + "  ".join(f"{s} {v:.3f}" for s, v in row.items()))
+    if "joint_coherence" in results:
+        lines.append(f"joint coherence: {results['joint_coherence']:.4f}")
+    for m, entry in results.get("text", {}).items():
+        lines.append(f"text {m}: exact match {entry['exact_match']:.4f}, mean Levenshtein distance {entry['mean_distance']:.3f}")
+    if "fid" in results:
+        fid = results["fid"]
+        lines.append(f"FID ({fid['samples']} samples; few samples bias FID upward):")
+        for m, value in fid["unconditional"].items():
+            sizes = "  ".join(f"{k}: {v:.2f}" for k, v in fid["by_size"].get(m, {}).items())
+            lines.append(f"  {m}: prior {value:.2f}   given subsets of size {sizes}")
+    if "probes" in results:
+        probes = results["probes"]
+        lines.append(f"latent probes ({probes['train_examples']} training examples) by subset size: "
+                     + "  ".join(f"{k}: {v:.4f}" for k, v in probes["by_size"].items()))
+    if "cosine_similarity" in results:
+        lines.append(f"latent cosine similarity: {results['cosine_similarity']:.4f}")
+    lines.append("seconds: " + "  ".join(f"{k} {v:.1f}" for k, v in results["seconds"].items()))
+    return "\n".join(lines)

@@ -1,0 +1,358 @@
+"""The report of a comparison study: ``results.json``, ``report.md``, ``report.html``, plots, grids.
+
+Every table cell is ``mean ± std`` over seeds (sample standard deviation, see
+:mod:`crmvae.evaluation.compare`); the best mean of each column is bold (highest for accuracies
+and coherence, lowest for FID). The Markdown and HTML hold the same tables; the HTML is one
+offline file (inline CSS, no scripts) that links the PNGs beside it (drawn with matplotlib's
+Agg canvas).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import shutil
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from matplotlib.figure import Figure
+
+from ..checkpoint import load_model
+from ..config import RunConfig, from_dict
+from ..data import load_dataset
+from ..training import GRIDS_DIR
+from ..visualize import image_modalities, save_generation_grids, subset_filename
+from .compare import mean_std
+
+RESULTS_FILE = "results.json"
+MARKDOWN_FILE = "report.md"
+HTML_FILE = "report.html"
+PLOTS_DIR = "plots"
+FID_NOTE = "FID from a small sample count is biased upward; compare only figures computed with the same count."
+
+Aggregate = Mapping[str, Mapping[str, Mapping[str, Any]]]  # model -> score -> {mean, std, n, values}
+
+
+@dataclass
+class Table:
+    """Rows of ``mean ± std`` cells; ``higher``/``lower`` picks the bold best per column, ``None``: none."""
+
+    title: str
+    corner: str
+    columns: list[str]
+    rows: list[tuple[str, list[Mapping[str, Any] | None]]]
+    digits: int = 3
+    best: str | None = "higher"
+    note: str = ""
+
+    def best_rows(self, column: int) -> set[int]:
+        """Indices of the rows holding the best mean of ``column`` (all of them on a tie at the
+        displayed precision)."""
+        means = {i: round(cells[column]["mean"], self.digits) for i, (_, cells) in enumerate(self.rows)
+                 if cells[column] is not None}
+        if self.best is None or len(means) < 2:
+            return set()
+        target = max(means.values()) if self.best == "higher" else min(means.values())
+        return {i for i, mean in means.items() if mean == target}
+
+    def text_rows(self) -> list[tuple[str, list[tuple[str, bool]]]]:
+        """``(label, [(cell text, bold), ...])`` per row."""
+        bold = [self.best_rows(j) for j in range(len(self.columns))]
+        return [
+            (label, [(format_cell(cell, self.digits), i in bold[j]) for j, cell in enumerate(cells)])
+            for i, (label, cells) in enumerate(self.rows)
+        ]
+
+
+def format_cell(cell: Mapping[str, Any] | None, digits: int = 3) -> str:
+    """``"0.812 ± 0.010"``; ``"0.812"`` for one seed; ``"–"`` when absent."""
+    if cell is None:
+        return "–"
+    if cell["n"] < 2:
+        return f"{cell['mean']:.{digits}f}"
+    return f"{cell['mean']:.{digits}f} ± {cell['std']:.{digits}f}"
+
+
+# --------------------------------------------------------------------------------------------
+# tables
+
+
+def _sizes(aggregate: Aggregate, prefix: str) -> list[str]:
+    """The subset sizes ``k`` for which some model has ``<prefix>.<k>``, in numeric order."""
+    keys = {score[len(prefix) + 1:] for scores in aggregate.values() for score in scores if score.startswith(prefix + ".")}
+    return sorted((k for k in keys if k.isdigit()), key=int)
+
+
+def score_table(
+    aggregate: Aggregate, models: Sequence[str], title: str, scores: Sequence[tuple[str, str]], **kwargs: Any
+) -> Table | None:
+    """One row per model, one column per ``(header, score key)``; ``None`` when no model has any."""
+    rows = [(m, [aggregate.get(m, {}).get(key) for _, key in scores]) for m in models]
+    if not any(cell is not None for _, cells in rows for cell in cells):
+        return None
+    return Table(title, "model", [header for header, _ in scores], rows, **kwargs)
+
+
+def by_size_table(aggregate: Aggregate, models: Sequence[str], title: str, prefix: str, **kwargs: Any) -> Table | None:
+    """:func:`score_table` with one column per subset size ``k`` of ``<prefix>.<k>``."""
+    return score_table(aggregate, models, title, [(f"k={k}", f"{prefix}.{k}") for k in _sizes(aggregate, prefix)], **kwargs)
+
+
+def subset_table(aggregate: Aggregate, model: str) -> Table | None:
+    """The paper's Table 1 for ``model``: one row per conditioning subset, one column per target."""
+    prefix = "cross_coherence.table."
+    keys = [key[len(prefix):].split(".", 1) for key in aggregate.get(model, {}) if key.startswith(prefix)]
+    if not keys:
+        return None
+    targets = sorted({t for t, _ in keys})
+    subsets = sorted({s for _, s in keys}, key=lambda s: (s.count(",") + 1, s))
+    rows = [(s, [aggregate[model].get(f"{prefix}{t}.{s}") for t in targets]) for s in subsets]
+    return Table(f"Cross-coherence of {model} by conditioning subset and target (as the paper's Table 1)",
+                 "given \\ target", targets, rows, best=None)
+
+
+def run_table(runs: Sequence[Mapping[str, Any]], models: Sequence[str]) -> Table:
+    """Training and evaluation cost and the final test loss per model."""
+    def cell(model: str, get: Any) -> Mapping[str, Any] | None:
+        values = [v for v in (get(r) for r in runs if r["model"] == model) if v is not None]
+        return mean_std(values) if values else None
+
+    columns = [
+        ("steps", lambda r: r["summary"].get("global_step")),
+        ("test loss", lambda r: r["summary"].get("test_loss")),
+        ("training s", lambda r: r["summary"].get("wall_time_s")),
+        ("evaluation s", lambda r: r["result"].get("seconds", {}).get("total")),
+    ]
+    rows = [(m, [cell(m, get) for _, get in columns]) for m in models]
+    return Table("Training and evaluation", "model", [name for name, _ in columns], rows, digits=1, best=None,
+                 note="training s: wall time of the whole run (earlier sessions included); evaluation s: the metrics' "
+                      "own timings, when the evaluation was computed (a cached one keeps its first timings).")
+
+
+def fid_samples(runs: Sequence[Mapping[str, Any]]) -> list[int]:
+    """The distinct FID sample counts of the runs."""
+    return sorted({r["result"]["fid"]["samples"] for r in runs if "fid" in r["result"]})
+
+
+def build_tables(comparison: Mapping[str, Any]) -> list[Table]:
+    """Every table of the report that has data."""
+    agg, models, runs = comparison["aggregate"], comparison["config"]["models"], comparison["runs"]
+    counts = fid_samples(runs)
+    probe_examples = sorted({r["result"]["probes"].get("train_examples") for r in runs if "probes" in r["result"]})
+    fid_scores = [("prior", "fid.unconditional_mean")] + [(f"k={k}", f"fid.by_size_mean.{k}") for k in _sizes(agg, "fid.by_size_mean")]
+    text_mods = sorted({key.split(".")[1] for scores in agg.values() for key in scores if key.startswith("text.")})
+    tables = [
+        by_size_table(agg, models, "Cross-coherence by number of given modalities k (as the paper's Figure 2)",
+                      "cross_coherence.by_size",
+                      note="Mean accuracy of the coherence classifiers on the modalities generated from every subset "
+                           "of size k, over all such subsets and their missing targets."),
+        score_table(agg, models, "Joint coherence and latent similarity",
+                    [("joint coherence", "joint_coherence"), ("cosine similarity", "cosine_similarity")],
+                    note="Joint coherence: z ~ p(z), all modalities decoded, fraction on which every classifier agrees."),
+        subset_table(agg, models[0]),
+        score_table(agg, models, f"FID, {' / '.join(map(str, counts))} samples per set (lower is better)", fid_scores,
+                    digits=1, best="lower",
+                    note=f"Mean over target modalities; prior: z ~ p(z); k: generated from subsets of k modalities. {FID_NOTE}"),
+        by_size_table(agg, models, "Latent linear probe accuracy by number of given modalities k", "probes.by_size",
+                      note=f"Logistic regression on posterior means of {' / '.join(map(str, probe_examples))} "
+                           f"training examples, accuracy on the test set."),
+        score_table(agg, models, "Text coherence",
+                    [(f"{m} {what.replace('_', ' ')}", f"text.{m}.{what}") for m in text_mods
+                     for what in ("exact_match", "mean_distance")], best=None,
+                    note="Generated text against the true word, spaces removed: exact-match rate, mean Levenshtein distance."),
+        run_table(runs, models),
+    ]
+    return [t for t in tables if t is not None]
+
+
+# --------------------------------------------------------------------------------------------
+# plots and grids
+
+
+def plot_by_size(aggregate: Aggregate, models: Sequence[str], prefix: str, ylabel: str, path: Path) -> Path | None:
+    """One line per model of ``<prefix>.<k>`` against k with ±std error bars; ``None`` without data."""
+    sizes = _sizes(aggregate, prefix)
+    if not sizes:
+        return None
+    fig = Figure(figsize=(5.5, 3.8), dpi=120)  # no pyplot: the Agg canvas, no global backend state
+    ax = fig.add_subplot()
+    for model in models:
+        cells = [(int(k), aggregate.get(model, {}).get(f"{prefix}.{k}")) for k in sizes]
+        cells = [(k, c) for k, c in cells if c is not None]
+        if cells:
+            ax.errorbar([k for k, _ in cells], [c["mean"] for _, c in cells], yerr=[c["std"] for _, c in cells],
+                        marker="o", capsize=3, label=model)
+    ax.set_xlabel("number of given modalities k")
+    ax.set_ylabel(ylabel)
+    ax.set_xticks([int(k) for k in sizes])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+PLOTS = (
+    ("cross_coherence.by_size", "cross-coherence", "coherence_by_size.png"),
+    ("fid.by_size_mean", "FID (mean over targets)", "fid_by_size.png"),
+    ("probes.by_size", "linear probe accuracy", "probes_by_size.png"),
+)
+
+
+def write_plots(comparison: Mapping[str, Any], out_dir: Path) -> list[Path]:
+    models = comparison["config"]["models"]
+    paths = (plot_by_size(comparison["aggregate"], models, prefix, label, out_dir / PLOTS_DIR / name)
+             for prefix, label, name in PLOTS)
+    return [p for p in paths if p is not None]
+
+
+def _regenerate_grids(run: Mapping[str, Any], out: Path, examples: int = 8) -> list[Path]:
+    """Generation grids of ``run``'s ``model.pt`` on the first test examples."""
+    config = from_dict(RunConfig, run["run_config"], where=f"{run['run_dir']}: run config")
+    model = load_model(Path(run["run_dir"]) / "model.pt").eval()
+    test = load_dataset(config.data, "test")
+    batch = test.batch(torch.arange(min(examples, len(test))))
+    return save_generation_grids(model, batch, out, [image_modalities(model)[:1]], seed=config.train.seed)
+
+
+def collect_grids(runs: Sequence[Mapping[str, Any]], models: Sequence[str], out_dir: Path) -> dict[str, list[Path]]:
+    """Per model, ``grids/<model>/``: the prior samples and the generations from the first
+    modality of its lowest seed's run, copied from the run (regenerated when it wrote none)."""
+    grids: dict[str, list[Path]] = {}
+    for model in models:
+        run = min((r for r in runs if r["model"] == model), key=lambda r: r["seed"])
+        source, target = Path(run["run_dir"]) / GRIDS_DIR, out_dir / GRIDS_DIR / model
+        first = run["run_config"]["model"]["modalities"][0]["name"]
+        names = ["prior_samples.png", subset_filename([first])]
+        if not all((source / n).is_file() for n in names):
+            _regenerate_grids(run, source)
+        target.mkdir(parents=True, exist_ok=True)
+        grids[model] = [Path(shutil.copy2(source / n, target / n)) for n in names if (source / n).is_file()]
+    return grids
+
+
+# --------------------------------------------------------------------------------------------
+# rendering
+
+
+@dataclass
+class Report:
+    """What the Markdown and HTML renderers need."""
+
+    title: str
+    facts: list[tuple[str, str]]
+    tables: list[Table]
+    plots: list[Path] = field(default_factory=list)
+    grids: dict[str, list[Path]] = field(default_factory=dict)
+
+
+def _facts(comparison: Mapping[str, Any]) -> list[tuple[str, str]]:
+    config, runs = comparison["config"], comparison["runs"]
+    seeds = config["seeds"]
+    count = Counter(r["status"] for r in runs)
+    return [
+        ("command", comparison["command"]),
+        ("dataset", config["dataset"]),
+        ("models", ", ".join(config["models"])),
+        ("seeds", f"{', '.join(map(str, seeds))} (cells: mean ± sample std over {len(seeds)} seed(s))"),
+        ("preset and budget", " ".join([config["preset"], *config["budget"]])),
+        ("evaluation", json.dumps(config["eval"], sort_keys=True)),
+        ("test examples", ", ".join(map(str, sorted({r["result"].get("n_test") for r in runs if "n_test" in r["result"]})))),
+        ("runs", f"{count['new']} trained, {count['unfinished']} resumed, {count['finished']} reused; total {comparison['seconds']:.0f} s"),
+        ("software", ", ".join(f"{k} {v}" for k, v in comparison["versions"].items())),
+    ]
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def render_markdown(report: Report, out_dir: Path) -> str:
+    lines = [f"# {report.title}", ""]
+    lines += [f"- **{name}**: {_md_escape(value)}" for name, value in report.facts]
+    for table in report.tables:
+        lines += ["", f"## {table.title}", "", "| " + " | ".join([table.corner, *table.columns]) + " |",
+                  "|" + "---|" * (len(table.columns) + 1)]
+        for label, cells in table.text_rows():
+            lines.append("| " + " | ".join([_md_escape(label), *(f"**{t}**" if b else t for t, b in cells)]) + " |")
+        if table.note:
+            lines += ["", table.note]
+    if report.plots:
+        lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.relative_to(out_dir).as_posix()})" for p in report.plots]
+    if report.grids:
+        lines += ["", "## Sample grids", ""]
+        for model, paths in report.grids.items():
+            lines += [f"**{model}**", ""] + [f"![{model} {p.stem}]({p.relative_to(out_dir).as_posix()})" for p in paths] + [""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+CSS = """
+body { font-family: sans-serif; margin: 2em auto; max-width: 70em; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0; }
+th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+th { background: #eee; }
+.note { color: #555; font-size: 0.9em; max-width: 60em; }
+dt { font-weight: bold; } dd { margin: 0 0 0.4em 1em; font-family: monospace; }
+img { max-width: 100%; margin: 0.3em; border: 1px solid #ddd; }
+"""
+
+
+def render_html(report: Report, out_dir: Path) -> str:
+    e = html.escape
+    parts = [f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{e(report.title)}</title>",
+             f"<style>{CSS}</style></head><body>", f"<h1>{e(report.title)}</h1>", "<dl>"]
+    parts += [f"<dt>{e(name)}</dt><dd>{e(value)}</dd>" for name, value in report.facts]
+    parts.append("</dl>")
+    for table in report.tables:
+        parts += [f"<h2>{e(table.title)}</h2>", "<table><tr>"
+                  + "".join(f"<th>{e(c)}</th>" for c in [table.corner, *table.columns]) + "</tr>"]
+        for label, cells in table.text_rows():
+            parts.append("<tr><td>" + e(label) + "</td>"
+                         + "".join(f"<td><b>{e(t)}</b></td>" if b else f"<td>{e(t)}</td>" for t, b in cells) + "</tr>")
+        parts.append("</table>")
+        if table.note:
+            parts.append(f"<p class=\"note\">{e(table.note)}</p>")
+    if report.plots:
+        parts += ["<h2>Plots</h2>"] + [f"<img src=\"{e(p.relative_to(out_dir).as_posix())}\" alt=\"{e(p.stem)}\">"
+                                       for p in report.plots]
+    if report.grids:
+        parts.append("<h2>Sample grids</h2>")
+        for model, paths in report.grids.items():
+            parts += [f"<h3>{e(model)}</h3>"] + [
+                f"<img src=\"{e(p.relative_to(out_dir).as_posix())}\" alt=\"{e(model)} {e(p.stem)}\">" for p in paths]
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _write_text(path: Path, text: str) -> Path:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def write_report(comparison: Mapping[str, Any], out_dir: str | Path | None = None, grids: bool = True) -> dict[str, Any]:
+    """Write ``results.json``, ``report.md``, ``report.html``, ``plots/*.png`` and (``grids``)
+    ``grids/<model>/*.png`` into ``out_dir`` (default: the study's ``out_dir``); their paths."""
+    out = Path(out_dir or comparison["config"]["out_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    models = comparison["config"]["models"]
+    report = Report(
+        title=f"Comparison on {comparison['config']['dataset']}: {', '.join(models)}",
+        facts=_facts(comparison),
+        tables=build_tables(comparison),
+        plots=write_plots(comparison, out),
+        grids=collect_grids(comparison["runs"], models, out) if grids else {},
+    )
+    paths = {
+        "results": _write_text(out / RESULTS_FILE, json.dumps(comparison, indent=2) + "\n"),
+        "markdown": _write_text(out / MARKDOWN_FILE, render_markdown(report, out)),
+        "html": _write_text(out / HTML_FILE, render_html(report, out)),
+    }
+    return {**paths, "plots": report.plots, "grids": report.grids}

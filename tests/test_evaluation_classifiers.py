@@ -1,0 +1,89 @@
+"""Coherence classifiers: training learns, the cache is reused and keyed, weak ones are refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from crmvae.config import DataConfig
+from crmvae.data import ModalitySpec, MultimodalDataset
+from crmvae.errors import ConfigError
+from crmvae.evaluation import classifiers as clf
+from crmvae.evaluation.classifiers import (
+    ClassifierConfig,
+    check_classifiers,
+    classifier_accuracy,
+    classifier_cache_path,
+    classifier_for,
+    classifier_threshold,
+    load_or_train_classifiers,
+    train_classifiers,
+)
+
+QUICK = ClassifierConfig(epochs=1, train_size=128, batch_size=64)
+
+
+@pytest.fixture(scope="module")
+def digits(data_dir: Path) -> DataConfig:
+    return DataConfig("polymnist", data_dir=str(data_dir), params={"source": "digits"})
+
+
+def test_training_learns_a_separable_task() -> None:
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 4, (600,), generator=g)
+    vectors = torch.randn(600, 6, generator=g) * 0.3 + torch.nn.functional.one_hot(labels, 6).float() * 2
+    spec = ModalitySpec("v", "vector", (6,))
+    data = MultimodalDataset({"v": vectors}, [spec], labels)
+    train, test = data.subset(slice(0, 400)), data.subset(slice(400, 600))
+    nets = train_classifiers(train, {"v": classifier_for(spec)}, 4, ClassifierConfig(epochs=5, batch_size=32))
+    assert classifier_accuracy(clf.Classifier(spec, "mlp", nets["v"], 4, 0.0), test) > 0.95
+    untrained = clf.Classifier(spec, "mlp", clf.build_classifier("mlp", spec, 4), 4, 0.0)
+    assert classifier_accuracy(untrained, test) < 0.6
+
+
+def test_classifiers_are_cached_beside_the_data_and_reused(digits: DataConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = load_or_train_classifiers(digits, QUICK)
+    assert sorted(first) == [f"m{k}" for k in range(5)]
+    path = classifier_cache_path(digits, QUICK, {m: "polymnist" for m in first})
+    assert path.is_file() and path.parent == Path(digits.data_dir)
+    assert torch.load(path, weights_only=True)["classifiers"]["m0"]["test_accuracy"] == first["m0"].test_accuracy
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the cached classifiers should have been reused")
+
+    monkeypatch.setattr(clf, "train_classifiers", fail)
+    again = load_or_train_classifiers(digits, QUICK)
+    assert {m: c.test_accuracy for m, c in again.items()} == {m: c.test_accuracy for m, c in first.items()}
+    x = torch.rand(8, 3, 28, 28)
+    assert torch.equal(again["m3"].predict(x), first["m3"].predict(x))
+    other = ClassifierConfig(epochs=2, train_size=128, batch_size=64)
+    assert classifier_cache_path(digits, other, {m: "polymnist" for m in first}) != path
+    with pytest.raises(AssertionError, match="reused"):  # other settings: a new entry is trained
+        load_or_train_classifiers(digits, other)
+
+
+def test_an_unreadable_cache_entry_is_retrained(digits: DataConfig) -> None:
+    path = classifier_cache_path(digits, QUICK, {f"m{k}": "polymnist" for k in range(5)})
+    load_or_train_classifiers(digits, QUICK)
+    path.write_bytes(b"not a torch file")
+    assert len(load_or_train_classifiers(digits, QUICK)) == 5
+    assert torch.load(path, weights_only=True)["format"] == "crmvae-eval-cache"
+
+
+def test_weak_classifiers_are_refused(digits: DataConfig) -> None:
+    classifiers = load_or_train_classifiers(digits, QUICK)
+    best = max(c.test_accuracy for c in classifiers.values())
+    check_classifiers(classifiers, 0.0, "polymnist")
+    with pytest.raises(ConfigError, match=r"below the threshold 0\.99.*classifier_thresholds\['polymnist'\]"):
+        check_classifiers(classifiers, 0.99, "polymnist")
+    assert best < 0.99  # one quick epoch on 128 examples
+
+
+def test_thresholds_are_per_dataset_with_a_default() -> None:
+    thresholds = {"polymnist": 0.95, "default": 0.5}
+    assert classifier_threshold("polymnist", thresholds) == 0.95
+    assert classifier_threshold("cub", thresholds) == 0.5
+    with pytest.raises(ConfigError, match="no classifier threshold"):
+        classifier_threshold("cub", {"polymnist": 0.95})

