@@ -9,9 +9,29 @@ Main entry points::
 """
 
 from .checkpoint import load_model, save_model
-from .config import DataConfig, ModalityConfig, ModelConfig, RunConfig, TrainConfig, load_config, save_config
-from .data import Batch, ModalitySpec, MultimodalDataset, available_datasets, load_dataset
-from .errors import CheckpointError, ConfigError, CrmvaeError, DataError, NonFiniteLossError
+from .config import (
+    DataConfig,
+    ModalityConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    load_config,
+    save_config,
+)
+from .data import (
+    Batch,
+    ModalitySpec,
+    MultimodalDataset,
+    available_datasets,
+    load_dataset,
+)
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    CrmvaeError,
+    DataError,
+    NonFiniteLossError,
+)
 from .model import MultimodalVAE, Posterior
 from .objectives import OBJECTIVES, get_objective, register_objective
 from .presets import PRESETS, build_run_config

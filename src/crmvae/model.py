@@ -20,7 +20,13 @@ from .distributions import product_of_experts, reparameterize, sample_component
 from .errors import ConfigError, DataError
 from .likelihoods import build_likelihood
 from .nets import build_networks
-from .objectives import ObjectiveContext, ObjectiveOutput, build_objective_config, get_objective, objective_params
+from .objectives import (
+    ObjectiveContext,
+    ObjectiveOutput,
+    build_objective_config,
+    get_objective,
+    objective_params,
+)
 
 
 @dataclass

@@ -9,7 +9,15 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from .config import DataConfig, ModalityConfig, ModelConfig, RunConfig, apply_overrides, from_dict, to_dict
+from .config import (
+    DataConfig,
+    ModalityConfig,
+    ModelConfig,
+    RunConfig,
+    apply_overrides,
+    from_dict,
+    to_dict,
+)
 from .data.celeba import TEXT_LENGTH
 from .data.cub import caption_vocab_size
 from .data.scenes import SCENE_VOCABULARY

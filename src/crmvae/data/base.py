@@ -42,7 +42,7 @@ class Batch:
     mask: Tensor
     labels: Tensor | None = None
 
-    def to(self, device: torch.device | str) -> "Batch":
+    def to(self, device: torch.device | str) -> Batch:
         return Batch(
             {k: v.to(device, non_blocking=True) for k, v in self.data.items()},
             self.mask.to(device, non_blocking=True),
@@ -128,7 +128,7 @@ class MultimodalDataset:
         labels = None if self.labels is None else self.labels[index]
         return Batch(data, self.mask[index], labels)
 
-    def subset(self, index: Tensor | slice, name: str | None = None) -> "MultimodalDataset":
+    def subset(self, index: Tensor | slice, name: str | None = None) -> MultimodalDataset:
         """A new dataset holding the examples at ``index`` (views where possible)."""
         return MultimodalDataset(
             {m: t[index] for m, t in self.tensors.items()},

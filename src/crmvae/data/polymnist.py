@@ -17,6 +17,7 @@ With ``DataConfig.root`` set, the official release is read instead, in either la
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -254,7 +255,7 @@ def _png_files(folder: Path, modality: str) -> list[tuple[int, int, Path]]:
             f"for modality {modality!r}"
         )
     entries.sort()
-    for (i, _, a), (j, _, b) in zip(entries, entries[1:], strict=False):
+    for (i, _, a), (j, _, b) in itertools.pairwise(entries):
         if i == j:
             raise DataError(f"{a} and {b} (modality {modality!r}): two images with index {i}")
     return entries

@@ -8,7 +8,13 @@ from typing import Literal
 import torch
 
 from ..distributions import kl_diag_gaussians, kl_standard_normal, reparameterize
-from .base import ObjectiveConfig, ObjectiveContext, ObjectiveOutput, combine, register_objective
+from .base import (
+    ObjectiveConfig,
+    ObjectiveContext,
+    ObjectiveOutput,
+    combine,
+    register_objective,
+)
 
 
 @dataclass

@@ -15,7 +15,14 @@ from ..distributions import (
     stratified_choice,
     subset_poe,
 )
-from .base import Aggregation, ObjectiveConfig, ObjectiveContext, ObjectiveOutput, combine, register_objective
+from .base import (
+    Aggregation,
+    ObjectiveConfig,
+    ObjectiveContext,
+    ObjectiveOutput,
+    combine,
+    register_objective,
+)
 
 
 @dataclass

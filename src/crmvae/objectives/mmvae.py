@@ -8,9 +8,20 @@ from typing import Literal
 
 import torch
 
-from ..distributions import kl_standard_normal, log_mixture_density, log_standard_normal, reparameterize
+from ..distributions import (
+    kl_standard_normal,
+    log_mixture_density,
+    log_standard_normal,
+    reparameterize,
+)
 from ..errors import ConfigError
-from .base import ObjectiveConfig, ObjectiveContext, ObjectiveOutput, combine, register_objective
+from .base import (
+    ObjectiveConfig,
+    ObjectiveContext,
+    ObjectiveOutput,
+    combine,
+    register_objective,
+)
 
 
 @dataclass

@@ -13,7 +13,13 @@ from ..distributions import (
     stratified_choice,
     subset_poe,
 )
-from .base import ObjectiveConfig, ObjectiveContext, ObjectiveOutput, combine, register_objective
+from .base import (
+    ObjectiveConfig,
+    ObjectiveContext,
+    ObjectiveOutput,
+    combine,
+    register_objective,
+)
 
 
 @dataclass

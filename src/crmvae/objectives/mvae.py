@@ -8,7 +8,13 @@ import torch
 
 from ..distributions import kl_standard_normal, reparameterize, subset_poe
 from ..errors import ConfigError
-from .base import ObjectiveConfig, ObjectiveContext, ObjectiveOutput, combine, register_objective
+from .base import (
+    ObjectiveConfig,
+    ObjectiveContext,
+    ObjectiveOutput,
+    combine,
+    register_objective,
+)
 
 
 @dataclass

@@ -7,7 +7,13 @@ from typing import Literal
 
 from ..distributions import kl_diag_gaussians, kl_standard_normal, reparameterize
 from ..errors import ConfigError
-from .base import ObjectiveConfig, ObjectiveContext, ObjectiveOutput, combine, register_objective
+from .base import (
+    ObjectiveConfig,
+    ObjectiveContext,
+    ObjectiveOutput,
+    combine,
+    register_objective,
+)
 
 
 @dataclass
