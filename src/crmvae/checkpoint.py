@@ -9,6 +9,7 @@ with ``torch.load(path, weights_only=True)``::
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,8 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises several types for truncated or foreign files
+    except (RuntimeError, ValueError, KeyError, EOFError, OSError, pickle.UnpicklingError) as exc:
+        # what torch.load raises for truncated, foreign or non-weights-only files
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise CheckpointError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {reason})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

@@ -23,13 +23,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from ..config import DataConfig
 from ..data import MultimodalDataset, load_dataset
 from ..data.base import ModalitySpec, to_model_input
 from ..errors import ConfigError, DataError
 from ..seeding import private_rng
+from ..training.progress import progress_bar
 from .cache import cache_file, dataset_identity, read_cached, write_cached
 
 log = logging.getLogger(__name__)
@@ -236,7 +236,7 @@ def train_classifiers(
         steps = config.epochs * train.num_batches(config.batch_size)
         schedules = {m: torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1)) for m, opt in optimizers.items()}
         generator = torch.Generator().manual_seed(config.seed)
-        with tqdm(total=steps, desc="classifiers", disable=not progress, leave=False) as bar:
+        with progress_bar(total=steps, desc="classifiers", enabled=progress) as bar:
             for _ in range(config.epochs):
                 for batch in train.batches(config.batch_size, shuffle=True, generator=generator):
                     for m, net in nets.items():

@@ -15,6 +15,7 @@ deterministic and the global RNG is untouched.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +24,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from tqdm.auto import tqdm
 
 from ..checkpoint import load_model, read_checkpoint
 from ..config import DataConfig, RunConfig, from_dict, load_config
@@ -39,6 +39,7 @@ from ..training import (
     check_dataset,
     resolve_device,
 )
+from ..training.progress import progress_bar
 from .classifiers import (
     DEFAULT_THRESHOLDS,
     ClassifierConfig,
@@ -131,10 +132,13 @@ def _check_config(config: EvalConfig) -> None:
 
 
 @contextmanager
-def _timed(seconds: dict[str, float], name: str) -> Iterator[None]:
+def _timed(seconds: dict[str, float], name: str, announce: bool) -> Iterator[None]:
+    """Record the block's wall time as ``seconds[name]``; with ``announce``, a line on stderr."""
     start = time.perf_counter()
     yield
     seconds[name] = round(time.perf_counter() - start, 3)
+    if announce:
+        print(f"evaluate: {name} done in {seconds[name]:.1f} s", file=sys.stderr, flush=True)
 
 
 def _text_scorers(model: MultimodalVAE, test: MultimodalDataset) -> dict[str, Scorer]:
@@ -176,14 +180,14 @@ def _evaluate(model: MultimodalVAE, data_cfg: DataConfig, config: EvalConfig) ->
     start = time.perf_counter()
 
     def batches(dataset: MultimodalDataset, what: str) -> Any:
-        return tqdm(dataset.batches(config.batch_size), total=dataset.num_batches(config.batch_size),
-                    desc=what, disable=not config.progress, leave=False)
+        return progress_bar(dataset.batches(config.batch_size), total=dataset.num_batches(config.batch_size),
+                            desc=what, enabled=config.progress)
 
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
     with private_rng(config.seed, device), autocast:
         scorers: dict[str, Scorer] = {}
         if "coherence" in metrics:
-            with _timed(seconds, "classifiers"):
+            with _timed(seconds, "classifiers", config.progress):
                 classifiers = load_or_train_classifiers(data_cfg, config.classifier, progress=config.progress)
             check_classifiers(classifiers, classifier_threshold(data_cfg.dataset, config.classifier_thresholds), data_cfg.dataset)
             for c in classifiers.values():
@@ -193,23 +197,23 @@ def _evaluate(model: MultimodalVAE, data_cfg: DataConfig, config: EvalConfig) ->
         texts = _text_scorers(model, test) if "text" in metrics else {}
         if len(model.modality_names) > 1 and (scorers or texts):
             combined = {m: _merge(scorers.get(m), texts.get(m)) for m in {**scorers, **texts}}
-            with _timed(seconds, "cross_generation"):
+            with _timed(seconds, "cross_generation", config.progress):
                 scores = cross_generation_scores(model, batches(test, "coherence"), combined, config.use_mean)
             if scorers:
                 results["cross_coherence"] = score_table({m: scores[m] for m in scorers}, "correct")
             if texts:
                 results["text"] = {m: _text_summary(scores[m]) for m in texts}
         if "coherence" in metrics:
-            with _timed(seconds, "joint_coherence"):
+            with _timed(seconds, "joint_coherence", config.progress):
                 results["joint_coherence"] = joint_coherence(model, classifiers, len(test), config.batch_size)
         if "fid" in metrics:
-            with _timed(seconds, "fid"):
+            with _timed(seconds, "fid", config.progress):
                 results["fid"] = _fid(model, data_cfg, test_full, config, device)
         if "probes" in metrics:
-            with _timed(seconds, "probes"):
+            with _timed(seconds, "probes", config.progress):
                 results["probes"] = _probes(model, data_cfg, test, config, batches)
         if "similarity" in metrics:
-            with _timed(seconds, "similarity"):
+            with _timed(seconds, "similarity", config.progress):
                 results["cosine_similarity"] = latent_cosine_similarity(model, batches(test, "similarity"))
     seconds["total"] = round(time.perf_counter() - start, 3)
     results["seconds"] = seconds

@@ -22,13 +22,13 @@ import scipy.linalg
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from ..config import DataConfig
 from ..data.base import MultimodalDataset, to_model_input
 from ..distributions import gather_components, stratified_choice
 from ..errors import ConfigError, DataError
 from ..model import MultimodalVAE
+from ..training.progress import progress_bar
 from .cache import cache_file, read_cached, write_cached
 from .latents import proper_subsets, subset_posteriors
 
@@ -169,7 +169,7 @@ def dataset_features(
     present = dataset.mask[:n, dataset.modality_names.index(modality)]
     images = to_model_input(spec, dataset.tensors[modality][:n][present])
     chunks = images.split(extractor.batch_size * 4)
-    bar = tqdm(chunks, desc=f"FID real {modality}", disable=not progress, leave=False)
+    bar = progress_bar(chunks, desc=f"FID real {modality}", enabled=progress)
     return np.concatenate([extractor(chunk) for chunk in bar])
 
 
@@ -216,7 +216,7 @@ def model_fid(
         (t, k): [] for t in modalities for k in range(1, len(names))
     }
     batches = test.subset(slice(0, n)).batches(batch_size)
-    for batch in tqdm(batches, total=-(-n // batch_size), desc="FID conditional", disable=not progress, leave=False):
+    for batch in progress_bar(batches, total=-(-n // batch_size), desc="FID conditional", enabled=progress):
         batch = batch.to(device)
         z = subset_posteriors(model, batch.data, batch.mask, subsets).sample()  # [K, B, D]
         for (t, k), features in conditional.items():

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from torch import Tensor
 
 from ..data.base import Batch
@@ -34,8 +36,13 @@ def subset_means(model: MultimodalVAE, batches: Iterable[Batch], subsets: Tensor
 
 
 def probe_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, seed: int = 0) -> float:
-    """Test accuracy of a multinomial logistic regression (L2, C = 1) fitted on ``(train_x, train_y)``."""
-    classifier = LogisticRegression(max_iter=1000, random_state=seed)
+    """Test accuracy of a multinomial logistic regression (L2, C = 1) fitted on ``(train_x, train_y)``.
+
+    Features are standardised with the training examples' mean and standard deviation first: the
+    posterior means of different models live on very different scales, and on raw features lbfgs
+    needs hundreds of iterations (about 4 s per subset on PolyMNIST) instead of a few dozen.
+    """
+    classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed))
     classifier.fit(train_x, train_y)
     return float((classifier.predict(test_x) == test_y).mean())
 

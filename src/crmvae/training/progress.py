@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import datetime
 import sys
-from typing import TextIO
+from collections.abc import Iterable
+from typing import TextIO, TypeVar
 
 from tqdm import tqdm
 
 from .metrics import LOSS
+
+T = TypeVar("T")
 
 
 def main_terms(values: dict[str, float]) -> dict[str, float]:
@@ -19,6 +22,13 @@ def main_terms(values: dict[str, float]) -> dict[str, float]:
             family = name.split("/", 1)[0]
             out[family] = out.get(family, 0.0) + value
     return out
+
+
+def progress_bar(iterable: Iterable[T] | None = None, *, total: int | None = None, desc: str, enabled: bool) -> tqdm:
+    """A transient tqdm bar on stderr, drawn only when ``enabled`` and stderr is a terminal (so logs
+    written to files get no carriage-return noise); otherwise a silent pass-through."""
+    return tqdm(iterable, total=total, desc=desc, disable=not (enabled and sys.stderr.isatty()),
+                leave=False, dynamic_ncols=True)
 
 
 def format_duration(seconds: float) -> str:
