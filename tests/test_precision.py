@@ -6,6 +6,7 @@ import torch
 from crmvae.config import ModalityConfig, ModelConfig
 from crmvae.model import MultimodalVAE
 from crmvae.objectives import OBJECTIVES
+from crmvae.training.trainer import has_fast_bf16, resolve_precision
 
 
 @pytest.mark.parametrize("objective", sorted(OBJECTIVES))
@@ -22,3 +23,13 @@ def test_bf16_autocast_loss_is_close_to_fp32(objective: str) -> None:
     assert losses["bf16"].dtype == torch.float32
     assert abs(losses["bf16"] - losses["fp32"]) / losses["fp32"].abs() < 1e-3  # measured: about 5e-5 for every objective
     assert losses["bf16"] != losses["fp32"]  # autocast really changed the arithmetic
+
+
+def test_auto_precision_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    for amx, avx512_bf16, expected in ((False, False, "fp32"), (True, False, "bf16"), (False, True, "bf16")):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        assert has_fast_bf16(cpu) == (expected == "bf16")
+        assert resolve_precision("auto", cpu) == expected

@@ -12,7 +12,9 @@ from .trainer import (
     TrainResult,
     check_dataset,
     evaluate,
+    has_fast_bf16,
     resolve_device,
+    resolve_precision,
     train,
 )
 
@@ -27,7 +29,9 @@ __all__ = [
     "TrainResult",
     "check_dataset",
     "evaluate",
+    "has_fast_bf16",
     "read_metrics",
     "resolve_device",
+    "resolve_precision",
     "train",
 ]

@@ -110,6 +110,24 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def has_fast_bf16(device: torch.device) -> bool:
+    """Whether bf16 matrix products beat fp32 on ``device``: a CUDA device with bf16 support, or
+    a CPU with AMX tiles or AVX512-BF16. Other CPUs emulate bf16 (measured here on an AVX-512 CPU
+    without either: a 2048^2 matmul at 57 GFLOP/s in bf16 against 253 in fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``"auto"`` becomes ``"bf16"`` where :func:`has_fast_bf16`, else ``"fp32"``; other values pass."""
+    if precision == "auto":
+        return "bf16" if has_fast_bf16(device) else "fp32"
+    return precision
+
+
 def check_dataset(model: ModelConfig, dataset: MultimodalDataset) -> None:
     """Raise :class:`ConfigError` unless ``dataset`` has the model's modalities, in order, shape
     and (token modalities) vocabulary size."""
