@@ -8,7 +8,10 @@ import math
 
 import numpy as np
 import pytest
+import scipy.linalg
 import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
 from torch import Tensor, nn
 
 from crmvae.config import ModalityConfig, ModelConfig
@@ -32,6 +35,7 @@ from crmvae.evaluation.fid import (
     gaussian_statistics,
     inception_inputs,
     model_fid,
+    trace_sqrt_product,
 )
 from crmvae.evaluation.latents import (
     mean_by_size,
@@ -39,7 +43,12 @@ from crmvae.evaluation.latents import (
     subset_names,
     subset_posteriors,
 )
-from crmvae.evaluation.probes import latent_probes, probe_accuracy
+from crmvae.evaluation.probes import (
+    fit_logistic_regressions,
+    latent_probes,
+    probe_accuracies,
+    standardise,
+)
 from crmvae.evaluation.similarity import latent_cosine_similarity, pairwise_cosine_sums
 from crmvae.evaluation.text import clean_text, edit_distances, text_scorer
 from crmvae.model import MultimodalVAE
@@ -274,11 +283,27 @@ def test_text_scorer_cleans_decoded_tokens_and_compares_with_the_digit_word() ->
 
 def test_probes_read_separable_latents_and_not_random_ones() -> None:
     rng = np.random.default_rng(0)
-    y_train, y_test = rng.integers(0, 2, 300), rng.integers(0, 2, 300)
-    separable = lambda y: rng.normal(size=(len(y), 4)) + 4.0 * y[:, None]
-    assert probe_accuracy(separable(y_train), y_train, separable(y_test), y_test) == 1.0
-    noise = probe_accuracy(rng.normal(size=(300, 4)), y_train, rng.normal(size=(300, 4)), y_test)
-    assert 0.35 < noise < 0.65
+    y_train, y_test = torch.from_numpy(rng.integers(0, 2, 300)), torch.from_numpy(rng.integers(0, 2, 300))
+    separable = lambda y: torch.from_numpy(rng.normal(size=(len(y), 4))) + 4.0 * y[:, None]
+    noise = lambda: torch.from_numpy(rng.normal(size=(300, 4)))
+    accuracy = probe_accuracies(torch.stack([separable(y_train), noise()]), y_train,
+                                torch.stack([separable(y_test), noise()]), y_test)
+    assert accuracy[0] == 1.0
+    assert 0.35 < accuracy[1] < 0.65
+
+
+def test_batched_probes_find_scikit_learns_solution() -> None:
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(4, 12))
+    y = rng.integers(0, 4, 240)
+    x = centres[y] + 1.5 * rng.normal(size=(240, 12)) + rng.normal(size=12) * 10  # overlapping, offset classes
+    x2 = rng.normal(size=(240, 12)) * rng.uniform(0.1, 5.0, 12)  # a second problem: pure noise, uneven scales
+    ours, intercepts = fit_logistic_regressions(
+        standardise(torch.from_numpy(np.stack([x, x2])), torch.zeros(2, 1, 12))[0], torch.from_numpy(y), 4)
+    for k, features in enumerate((x, x2)):
+        reference = LogisticRegression(max_iter=10000, tol=1e-10).fit(StandardScaler().fit_transform(features), y)
+        assert np.allclose(ours[k].numpy(), reference.coef_.T, atol=1e-4)
+        assert np.allclose(intercepts[k].numpy(), reference.intercept_, atol=1e-4)
 
 
 def test_latent_probes_of_the_oracle_encoder_are_perfect_for_every_subset() -> None:
@@ -297,8 +322,17 @@ def test_pairwise_cosine_hand_case() -> None:
     assert (total, count) == (0.0, 1)
 
 
+def test_pairwise_cosine_of_different_examples() -> None:
+    means = torch.tensor([[[1.0, 0.0], [0.0, 1.0]], [[1.0, 0.0], [0.0, 1.0]]])  # [M=2, B=2, D=2]
+    assert pairwise_cosine_sums(means, torch.ones(2, 2)) == (2.0, 2)  # each example agrees with itself
+    assert pairwise_cosine_sums(means, torch.ones(2, 2), shift=1) == (0.0, 2)  # orthogonal to its neighbour
+    assert pairwise_cosine_sums(means, torch.tensor([[1.0, 1.0], [1.0, 0.0]]), shift=1) == (0.0, 1)
+
+
 def test_latent_cosine_similarity_is_one_when_every_modality_agrees() -> None:
-    assert latent_cosine_similarity(oracle_model(), template_dataset(50).batches(25)) == pytest.approx(1.0)
+    similarity = latent_cosine_similarity(oracle_model(), template_dataset(50).batches(25))
+    assert similarity.matched == pytest.approx(1.0)
+    assert similarity.mismatched < 0.5  # about 0.1: only neighbours with the same label (1 in 10) agree
 
 
 # --------------------------------------------------------------------------------------------
@@ -319,3 +353,11 @@ def test_classifier_for_picks_an_architecture_that_runs_on_the_shape(spec: Modal
     net = build_classifier(expected, spec, 10).eval()
     x = torch.randint(0, spec.vocab_size, (4, *spec.shape)) if spec.kind == "tokens" else torch.rand(4, *spec.shape)
     assert net(x).shape == (4, 10)
+
+
+def test_trace_sqrt_product_matches_a_general_matrix_square_root() -> None:
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((40, 6)), rng.standard_normal((40, 6)) @ rng.standard_normal((6, 6))
+    sigma1, sigma2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)  # full rank, not commuting
+    expected = np.trace(np.real(scipy.linalg.sqrtm(sigma1 @ sigma2)))
+    assert trace_sqrt_product(sigma1, sigma2) == pytest.approx(expected, rel=1e-9)

@@ -6,7 +6,7 @@ label-free alternative; FID needs image modalities. The result's top-level keys 
 metric did not run)::
 
     {"n_test", "classifier_accuracy", "cross_coherence", "joint_coherence", "text", "fid",
-     "probes", "cosine_similarity", "seconds"}
+     "probes", "cosine_similarity", "cosine_similarity_mismatched", "seconds"}
 
 Latent samples come from a private RNG seeded with ``EvalConfig.seed``, so results are
 deterministic and the global RNG is untouched.
@@ -38,6 +38,7 @@ from ..training import (
     MODEL_FILE,
     check_dataset,
     resolve_device,
+    resolve_precision,
 )
 from ..training.progress import progress_bar
 from .classifiers import (
@@ -80,8 +81,10 @@ class EvalConfig:
     labels: similarity, fid). ``threads`` sets torch's CPU threads during the call (None: as
     is). ``n_test`` takes the first test examples (None: all). FID uses
     ``fid_samples`` generated and real images per set (few samples bias it upward), for the image
-    modalities ``fid_modalities`` (None: the first one); bf16 autocast with channels-last runs the
-    Inception network about 2.5x faster than fp32 on AVX512-bf16 CPUs and moved FID by < 1%. ``classifier_thresholds`` maps a
+    modalities ``fid_modalities`` (None: the first one). ``fid_precision="auto"`` runs the Inception
+    network under bf16 autocast where bf16 is fast (CUDA; CPUs with AMX or AVX512-BF16: about 1.9x
+    fp32's speed with channels-last, FID moved by < 1%) and in fp32 elsewhere (emulated bf16 is
+    about 4x slower than fp32). ``classifier_thresholds`` maps a
     dataset name (or ``"default"``) to the minimum recorded test accuracy of its classifiers.
     """
 
@@ -96,7 +99,7 @@ class EvalConfig:
     fid_samples: int = 1000
     fid_modalities: list[str] | None = None
     fid_batch_size: int = 50
-    fid_precision: Literal["fp32", "bf16"] = "bf16"
+    fid_precision: Literal["fp32", "bf16", "auto"] = "auto"
     fid_channels_last: bool = True
     probe_train_size: int = 500
     classifier_thresholds: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
@@ -214,7 +217,9 @@ def _evaluate(model: MultimodalVAE, data_cfg: DataConfig, config: EvalConfig) ->
                 results["probes"] = _probes(model, data_cfg, test, config, batches)
         if "similarity" in metrics:
             with _timed(seconds, "similarity", config.progress):
-                results["cosine_similarity"] = latent_cosine_similarity(model, batches(test, "similarity"))
+                similarity = latent_cosine_similarity(model, batches(test, "similarity"))
+                results["cosine_similarity"] = similarity.matched
+                results["cosine_similarity_mismatched"] = similarity.mismatched
     seconds["total"] = round(time.perf_counter() - start, 3)
     results["seconds"] = seconds
     return results
@@ -243,7 +248,8 @@ def _fid(model: MultimodalVAE, data_cfg: DataConfig, test: MultimodalDataset, co
     if config.fid_modalities is None and not images:
         raise ConfigError(f"FID needs an image modality; the model has {dict(model.shapes)}")
     modalities = check_image_modalities(model, config.fid_modalities or images[:1])
-    extractor = FeatureExtractor(load_inception(), batch_size=config.fid_batch_size, precision=config.fid_precision,
+    precision = resolve_precision(config.fid_precision, device)
+    extractor = FeatureExtractor(load_inception(), batch_size=config.fid_batch_size, precision=precision,
                                  channels_last=config.fid_channels_last, device=device)
     n = min(config.fid_samples, len(test))
 
@@ -257,7 +263,7 @@ def _probes(model: MultimodalVAE, data_cfg: DataConfig, test: MultimodalDataset,
     train = load_dataset(data_cfg, "train")
     generator = torch.Generator().manual_seed(config.seed)
     chosen = torch.randperm(len(train), generator=generator)[: config.probe_train_size].sort().values
-    return latent_probes(model, batches(train.subset(chosen), "probes train"), batches(test, "probes test"), config.seed)
+    return latent_probes(model, batches(train.subset(chosen), "probes train"), batches(test, "probes test"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -321,6 +327,7 @@ def format_results(results: dict[str, Any]) -> str:
         lines.append(f"latent probes ({probes['train_examples']} training examples) by subset size: "
                      + "  ".join(f"{k}: {v:.4f}" for k, v in probes["by_size"].items()))
     if "cosine_similarity" in results:
-        lines.append(f"latent cosine similarity: {results['cosine_similarity']:.4f}")
+        lines.append(f"latent cosine similarity: {results['cosine_similarity']:.4f} "
+                     f"(between different examples: {results['cosine_similarity_mismatched']:.4f})")
     lines.append("seconds: " + "  ".join(f"{k} {v:.1f}" for k, v in results["seconds"].items()))
     return "\n".join(lines)

@@ -151,8 +151,11 @@ def build_tables(comparison: Mapping[str, Any]) -> list[Table]:
                       note="Mean accuracy of the coherence classifiers on the modalities generated from every subset "
                            "of size k, over all such subsets and their missing targets."),
         score_table(agg, models, "Joint coherence and latent similarity",
-                    [("joint coherence", "joint_coherence"), ("cosine similarity", "cosine_similarity")],
-                    note="Joint coherence: z ~ p(z), all modalities decoded, fraction on which every classifier agrees."),
+                    [("joint coherence", "joint_coherence"), ("cosine similarity", "cosine_similarity"),
+                     ("cosine, different examples", "cosine_similarity_mismatched")],
+                    note="Joint coherence: z ~ p(z), all modalities decoded, fraction on which every classifier agrees. "
+                         "Cosine similarity of the unimodal posterior means of one example, and of different "
+                         "examples (its chance level)."),
         subset_table(agg, models[0]),
         score_table(agg, models, f"FID, {' / '.join(map(str, counts))} samples per set (lower is better)", fid_scores,
                     digits=1, best="lower",
