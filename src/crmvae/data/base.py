@@ -36,17 +36,20 @@ class ModalitySpec:
 
 @dataclass
 class Batch:
-    """A batch: model inputs per modality, presence mask ``[B, M]``, optional labels ``[B]``."""
+    """A batch: model inputs per modality, presence mask ``[B, M]``, optional labels ``[B]``
+    and attributes ``[B, A]``."""
 
     data: dict[str, Tensor]
     mask: Tensor
     labels: Tensor | None = None
+    attributes: Tensor | None = None
 
     def to(self, device: torch.device | str) -> Batch:
         return Batch(
             {k: v.to(device, non_blocking=True) for k, v in self.data.items()},
             self.mask.to(device, non_blocking=True),
             None if self.labels is None else self.labels.to(device, non_blocking=True),
+            None if self.attributes is None else self.attributes.to(device, non_blocking=True),
         )
 
     def __len__(self) -> int:
@@ -66,6 +69,9 @@ class MultimodalDataset:
             classification), named by ``attribute_names`` (A names).
         text_decoders: per token modality that has one, a function from token ids ``[N, L]``
             to N strings (drawn under generation grids).
+        attribute_parsers: per text modality whose text states the attributes, a function from
+            N decoded strings to ``int64 [N, A]`` attribute values (-1 where a text does not
+            state one): attribute coherence reads generated texts with it.
     """
 
     def __init__(
@@ -78,6 +84,7 @@ class MultimodalDataset:
         attributes: Tensor | None = None,
         attribute_names: Sequence[str] | None = None,
         text_decoders: Mapping[str, Callable[[Tensor], list[str]]] | None = None,
+        attribute_parsers: Mapping[str, Callable[[list[str]], Tensor]] | None = None,
     ) -> None:
         self.name = name
         self.specs = {s.name: s for s in specs}
@@ -108,12 +115,17 @@ class MultimodalDataset:
         not_tokens = sorted(m for m in text_decoders or {} if m not in self.specs or self.specs[m].kind != "tokens")
         if not_tokens:
             raise DataError(f"{name}: text decoders for {not_tokens}, which are not token modalities")
+        unreadable = sorted(set(attribute_parsers or {}) - set(text_decoders or {}))
+        if unreadable or (attribute_parsers and attributes is None):
+            raise DataError(f"{name}: attribute parsers need attributes and a text decoder per modality "
+                            f"(parsers for {sorted(attribute_parsers or {})}, no decoder for {unreadable})")
         self.tensors = {m: tensors[m] for m in self.modality_names}
         self.labels = labels
         self.mask = mask
         self.attributes = attributes
         self.attribute_names = None if attribute_names is None else list(attribute_names)
         self.text_decoders = dict(text_decoders or {})
+        self.attribute_parsers = dict(attribute_parsers or {})
 
     def __len__(self) -> int:
         return self.mask.shape[0]
@@ -126,7 +138,8 @@ class MultimodalDataset:
         """Gather the examples at ``index`` and convert them to model inputs."""
         data = {m: to_model_input(self.specs[m], t[index]) for m, t in self.tensors.items()}
         labels = None if self.labels is None else self.labels[index]
-        return Batch(data, self.mask[index], labels)
+        attributes = None if self.attributes is None else self.attributes[index]
+        return Batch(data, self.mask[index], labels, attributes)
 
     def subset(self, index: Tensor | slice, name: str | None = None) -> MultimodalDataset:
         """A new dataset holding the examples at ``index`` (views where possible)."""
@@ -139,6 +152,7 @@ class MultimodalDataset:
             None if self.attributes is None else self.attributes[index],
             self.attribute_names,
             self.text_decoders,
+            self.attribute_parsers,
         )
 
     def batches(

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -96,6 +96,18 @@ def encode_attribute_texts(names: Sequence[str], values: np.ndarray, seed: int, 
 def decode_text(tokens: Tensor) -> list[str]:
     """The attribute texts of ids ``[N, L]``, without the ``'*'`` padding around them."""
     return [t.strip(PAD_SYMBOL) for t in decode_tokens(tokens)]
+
+
+def attribute_text_parser(names: Sequence[str]) -> Callable[[list[str]], Tensor]:
+    """The inverse of :func:`attribute_text` for :class:`MultimodalDataset`'s
+    ``attribute_parsers``: texts -> ``int64 [N, A]``, 1 where the text names the attribute."""
+    words = [n.replace("_", " ").lower() for n in names]
+
+    def parse(texts: list[str]) -> Tensor:
+        stated = [{part.strip() for part in text.split(",")} for text in texts]
+        return torch.tensor([[w in found for w in words] for found in stated], dtype=torch.int64).reshape(len(texts), len(words))
+
+    return parse
 
 
 def binary_attributes(attributes: np.ndarray) -> tuple[list[str], np.ndarray]:
@@ -265,6 +277,7 @@ class CelebA:
             attributes=tensors["attributes"],
             attribute_names=names,
             text_decoders={"text": decode_text},
+            attribute_parsers={"text": attribute_text_parser(names)},
         )
 
     def _standin(self, cfg: DataConfig, split: str) -> MultimodalDataset:
@@ -278,6 +291,7 @@ class CelebA:
             attributes=torch.from_numpy(values),
             attribute_names=names,
             text_decoders={"text": decode_text},
+            attribute_parsers={"text": attribute_text_parser(names)},
         )
 
     def cache_spec(self, cfg: DataConfig, split: str) -> dict[str, Any]:

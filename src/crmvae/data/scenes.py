@@ -328,6 +328,14 @@ def parse_caption(text: str) -> dict[str, int]:
     return out
 
 
+def parse_captions(texts: list[str]) -> Tensor:
+    """:func:`parse_caption` of each text as ``int64 [N, 11]`` (columns :data:`ATTRIBUTE_NAMES`)."""
+    parsed = [parse_caption(text) for text in texts]
+    return torch.tensor([[row[name] for name in ATTRIBUTE_NAMES] for row in parsed], dtype=torch.int64).reshape(
+        len(texts), len(ATTRIBUTE_NAMES)
+    )
+
+
 def generate_scenes(n: int, entropy: list[int]) -> dict[str, Tensor]:
     """``n`` captioned scenes: ``image uint8 [n, 3, 64, 64]``, ``caption int64 [n, 32]``,
     ``labels int64 [n]`` (main shape), ``attributes int64 [n, 11]``. Two streams spawned from
@@ -368,6 +376,7 @@ def scenes_dataset(tensors: dict[str, Tensor], name: str) -> MultimodalDataset:
         attributes=tensors["attributes"],
         attribute_names=ATTRIBUTE_NAMES,
         text_decoders={"caption": SCENE_VOCABULARY.decode},
+        attribute_parsers={"caption": parse_captions},
     )
 
 

@@ -36,13 +36,14 @@ def accuracy_scorer(predict: Predictor) -> Scorer:
 
 @torch.no_grad()
 def cross_generation_scores(
-    model: MultimodalVAE, batches: Iterable[Batch], scorers: Mapping[str, Scorer], use_mean: bool = False
+    model: MultimodalVAE, batches: Iterable[Batch], scorers: Mapping[str, Scorer], use_mean: bool = False,
+    truth: Callable[[Batch], Tensor] = lambda batch: batch.labels,
 ) -> dict[str, dict[str, dict[str, float]]]:
     """Mean per-example scores ``{target: {"m0,m1": {metric: mean}}}`` of every target in
     ``scorers`` generated from every non-empty proper subset of the modalities that lacks it.
 
     ``z`` is one posterior sample per (subset, example), or the posterior mean with ``use_mean``.
-    Batches must hold labels.
+    Scorers compare with ``truth(batch)`` (default the labels, ``[B]``; or e.g. attributes ``[B, A]``).
     """
     names = model.modality_names
     subsets = proper_subsets(len(names))
@@ -59,7 +60,8 @@ def cross_generation_scores(
         for t, scorer in scorers.items():
             picked = z[rows[t].to(device)]  # [K_t, B, D]
             generated = model.likelihoods[t].mean(model.decode_params(t, picked))
-            scores = scorer(generated.flatten(0, 1), batch.labels.repeat(picked.shape[0]))
+            target = truth(batch)
+            scores = scorer(generated.flatten(0, 1), target.repeat(picked.shape[0], *[1] * (target.ndim - 1)))
             for metric, value in scores.items():
                 total = value.float().reshape(picked.shape[0], n).sum(1).cpu()
                 sums[t][metric] = sums[t].get(metric, 0) + total

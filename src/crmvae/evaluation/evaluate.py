@@ -2,11 +2,12 @@
 
 :func:`evaluate_model` runs the requested metrics that apply to the dataset: cross- and joint
 coherence, text edit distance and latent probes need labels; cosine similarity is the
-label-free alternative; FID needs image modalities. The result's top-level keys (absent when a
-metric did not run)::
+label-free alternative; attribute coherence needs a text modality that states attributes (the
+dataset's ``attribute_parsers``); FID needs image modalities. The result's top-level keys
+(absent when a metric did not run)::
 
-    {"n_test", "classifier_accuracy", "cross_coherence", "joint_coherence", "text", "fid",
-     "probes", "cosine_similarity", "cosine_similarity_mismatched", "seconds"}
+    {"n_test", "classifier_accuracy", "cross_coherence", "attribute_coherence", "joint_coherence",
+     "text", "fid", "probes", "cosine_similarity", "cosine_similarity_mismatched", "seconds"}
 
 Latent samples come from a private RNG seeded with ``EvalConfig.seed``, so results are
 deterministic and the global RNG is untouched.
@@ -41,6 +42,7 @@ from ..training import (
     resolve_precision,
 )
 from ..training.progress import progress_bar
+from .attributes import attribute_scorer, majority_baseline
 from .classifiers import (
     DEFAULT_THRESHOLDS,
     ClassifierConfig,
@@ -68,7 +70,7 @@ from .text import DIGIT_WORDS, digit_word, text_scorer
 
 log = logging.getLogger(__name__)
 
-METRICS = ("coherence", "text", "fid", "probes", "similarity")
+METRICS = ("coherence", "text", "attributes", "fid", "probes", "similarity")
 #: Metrics that need class labels.
 LABELLED = frozenset({"coherence", "text", "probes"})
 
@@ -78,7 +80,7 @@ class EvalConfig:
     """Evaluation settings.
 
     ``metrics`` None runs every metric that applies (labels: coherence, text, fid, probes; no
-    labels: similarity, fid). ``threads`` sets torch's CPU threads during the call (None: as
+    labels: similarity, fid; attributes where a text states them). ``threads`` sets torch's CPU threads during the call (None: as
     is). ``n_test`` takes the first test examples (None: all). FID uses
     ``fid_samples`` generated and real images per set (few samples bias it upward), for the image
     modalities ``fid_modalities`` (None: the first one). ``fid_precision="auto"`` runs the Inception
@@ -107,17 +109,22 @@ class EvalConfig:
     progress: bool = True
 
 
-def resolve_metrics(config: EvalConfig, labelled: bool) -> list[str]:
-    """The metrics to run: ``config.metrics`` checked, or the defaults for (un)labelled data.
-    Metrics that need labels are dropped (with a warning) for unlabelled data."""
+def resolve_metrics(config: EvalConfig, labelled: bool, attribute_texts: bool = False) -> list[str]:
+    """The metrics to run: ``config.metrics`` checked, or the defaults for (un)labelled data (and
+    ``attributes`` where a text modality states attributes). Metrics that need labels are
+    dropped (with a warning) for unlabelled data, ``attributes`` where no text states them."""
     if config.metrics is None:
-        return ["coherence", "text", "fid", "probes"] if labelled else ["similarity", "fid"]
+        defaults = ["coherence", "text", "fid", "probes"] if labelled else ["similarity", "fid"]
+        return defaults + ["attributes"] * attribute_texts
     unknown = sorted(set(config.metrics) - set(METRICS))
     if unknown:
         raise ConfigError(f"unknown metrics {unknown}; available: {list(METRICS)}")
     if not labelled and LABELLED & set(config.metrics):
         log.warning("the dataset has no labels: skipping %s", sorted(LABELLED & set(config.metrics)))
-        return [m for m in config.metrics if m not in LABELLED]
+        return resolve_metrics(replace(config, metrics=[m for m in config.metrics if m not in LABELLED]), True, attribute_texts)
+    if "attributes" in config.metrics and not attribute_texts:
+        log.warning("no text modality of the dataset states attributes: skipping attributes")
+        return [m for m in config.metrics if m != "attributes"]
     return list(config.metrics)
 
 
@@ -177,7 +184,7 @@ def _evaluate(model: MultimodalVAE, data_cfg: DataConfig, config: EvalConfig) ->
     test_full = load_dataset(data_cfg, "test")
     check_dataset(model.config, test_full)
     test = test_full if config.n_test is None else test_full.subset(slice(0, min(config.n_test, len(test_full))))
-    metrics = resolve_metrics(config, test.labels is not None)
+    metrics = resolve_metrics(config, test.labels is not None, bool(test.attribute_parsers))
     results: dict[str, Any] = {"n_test": len(test)}
     seconds: dict[str, float] = {}
     start = time.perf_counter()
@@ -206,6 +213,9 @@ def _evaluate(model: MultimodalVAE, data_cfg: DataConfig, config: EvalConfig) ->
                 results["cross_coherence"] = score_table({m: scores[m] for m in scorers}, "correct")
             if texts:
                 results["text"] = {m: _text_summary(scores[m]) for m in texts}
+        if "attributes" in metrics and len(model.modality_names) > 1:
+            with _timed(seconds, "attributes", config.progress):
+                results["attribute_coherence"] = _attribute_coherence(model, test, batches(test, "attributes"), config.use_mean)
         if "coherence" in metrics:
             with _timed(seconds, "joint_coherence", config.progress):
                 results["joint_coherence"] = joint_coherence(model, classifiers, len(test), config.batch_size)
@@ -223,6 +233,13 @@ def _evaluate(model: MultimodalVAE, data_cfg: DataConfig, config: EvalConfig) ->
     seconds["total"] = round(time.perf_counter() - start, 3)
     results["seconds"] = seconds
     return results
+
+
+def _attribute_coherence(model: MultimodalVAE, test: MultimodalDataset, batches: Any, use_mean: bool) -> dict[str, Any]:
+    assert test.attributes is not None
+    scorers = {m: attribute_scorer(test.text_decoders[m], parse) for m, parse in test.attribute_parsers.items()}
+    scores = cross_generation_scores(model, batches, scorers, use_mean, truth=lambda batch: batch.attributes)
+    return {**score_table(scores, "attributes"), "majority_baseline": majority_baseline(test.attributes)}
 
 
 def _merge(first: Scorer | None, second: Scorer | None) -> Scorer:
@@ -326,6 +343,11 @@ def format_results(results: dict[str, Any]) -> str:
         probes = results["probes"]
         lines.append(f"latent probes ({probes['train_examples']} training examples) by subset size: "
                      + "  ".join(f"{k}: {v:.4f}" for k, v in probes["by_size"].items()))
+    if "attribute_coherence" in results:
+        attributes = results["attribute_coherence"]
+        lines.append("attribute coherence (generated text) by subset size: "
+                     + "  ".join(f"{k}: {v:.4f}" for k, v in attributes["by_size"].items())
+                     + f"   (majority baseline {attributes['majority_baseline']:.4f})")
     if "cosine_similarity" in results:
         lines.append(f"latent cosine similarity: {results['cosine_similarity']:.4f} "
                      f"(between different examples: {results['cosine_similarity_mismatched']:.4f})")

@@ -150,6 +150,10 @@ def build_tables(comparison: Mapping[str, Any]) -> list[Table]:
                       "cross_coherence.by_size",
                       note="Mean accuracy of the coherence classifiers on the modalities generated from every subset "
                            "of size k, over all such subsets and their missing targets."),
+        by_size_table(agg, models, "Attribute coherence of generated text by number of given modalities k",
+                      "attribute_coherence.by_size",
+                      note="Fraction of each example's attributes that the text generated from the other modalities "
+                           "states correctly (read back by the dataset's caption parser, no classifier)."),
         score_table(agg, models, "Joint coherence and latent similarity",
                     [("joint coherence", "joint_coherence"), ("cosine similarity", "cosine_similarity"),
                      ("cosine, different examples", "cosine_similarity_mismatched")],
