@@ -154,15 +154,17 @@ def _flat(state: dict[str, Tensor]) -> Tensor:
 
 
 def test_two_processes_match_one(runs: tuple[Path, Path]) -> None:
-    """Logged global means agree to 1e-5 at every step; the final weights agree to 1e-4 of the distance
+    """Logged global means agree to 1e-5 at every step; the final weights agree to 5e-4 of the distance
     they travelled. (Elementwise, Adam turns float noise in the few near-zero gradients, from summing
-    over 8 instead of 16 examples, into updates of up to a few lr; at most 1 entry in 10^4 may differ.)"""
+    over 8 instead of 16 examples, into updates of up to a few lr; at most 1 entry in 10^4 may differ.
+    Measured: below 1e-4 on an AMX CPU, 1.07e-4 on an AVX-512 CPU without it. A wrong weighting of
+    the uneven 4 + 5 split would change every gradient, not only the near-zero ones.)"""
     one, two = (read_checkpoint(run / "model.pt")["model"] for run in runs)
     assert one.keys() == two.keys()
     torch.manual_seed(0)
     start = _flat(MultimodalVAE(tiny_config(Path(".")).model).state_dict())
     travelled, apart = (_flat(one) - start).norm(), (_flat(two) - _flat(one)).norm()
-    assert travelled > 1.0 and apart < 1e-4 * travelled, (float(travelled), float(apart))
+    assert travelled > 1.0 and apart < 5e-4 * travelled, (float(travelled), float(apart))
     close = torch.isclose(_flat(two), _flat(one), rtol=1e-4, atol=1e-5).float().mean()
     assert close > 0.9999, float(close)
     steps = [{r["global_step"]: r for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "step"} for run in runs]
