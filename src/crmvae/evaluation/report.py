@@ -90,10 +90,12 @@ def _sizes(aggregate: Aggregate, prefix: str) -> list[str]:
 def score_table(
     aggregate: Aggregate, models: Sequence[str], title: str, scores: Sequence[tuple[str, str]], **kwargs: Any
 ) -> Table | None:
-    """One row per model, one column per ``(header, score key)``; ``None`` when no model has any."""
-    rows = [(m, [aggregate.get(m, {}).get(key) for _, key in scores]) for m in models]
-    if not any(cell is not None for _, cells in rows for cell in cells):
+    """One row per model, one column per ``(header, score key)`` that some model has; ``None``
+    when no model has any."""
+    scores = [(header, key) for header, key in scores if any(key in aggregate.get(m, {}) for m in models)]
+    if not scores:
         return None
+    rows = [(m, [aggregate.get(m, {}).get(key) for _, key in scores]) for m in models]
     return Table(title, "model", [header for header, _ in scores], rows, **kwargs)
 
 
