@@ -311,6 +311,9 @@ def test_dataset_batches_and_subsets(data_dir: Path, tiny: dict[str, torch.Tenso
     assert torch.equal(batch.data["svhn"], tiny["svhn"][rows[:, 1]].float() / 255)
     assert torch.equal(batch.data["text"], tiny["text"][rows[:, 2]])
     assert torch.equal(ds.tensors["mnist"][[4, 0, 7]], tiny["mnist"][rows[:, 0]])  # lazy view
+    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    texts = ds.text_decoders["text"](batch.data["text"])  # drawn under grids, read by text coherence
+    assert [t.strip() for t in texts] == [words[int(label)] for label in tiny["labels"][[4, 0, 7]]]
     sub = load_dataset(tiny_cfg(data_dir, train_size=10), "train")
     assert isinstance(sub, PairedDataset) and len(sub) == 10 and sub.pools["svhn"] is not None
     assert torch.equal(sub.batch(torch.arange(10)).data["svhn"], ds.batch(torch.arange(10)).data["svhn"])

@@ -48,7 +48,7 @@ from .sources import (
     load_digit_source,
     mnist_path,
 )
-from .text import VOCAB_SIZE, encode_strings
+from .text import VOCAB_SIZE, decode_tokens, encode_strings
 
 GENERATOR_VERSION = 1
 NUM_CLASSES = 10
@@ -249,7 +249,8 @@ class PairedDataset(MultimodalDataset):
                 )
         self.pools, self.index = pools, index
         views = {s.name: GatheredRows(pools[s.name], index[:, k]) for k, s in enumerate(specs)}
-        super().__init__(views, specs, labels, mask, name)  # type: ignore[arg-type]  (duck-typed)
+        text_decoders = {s.name: decode_tokens for s in specs if s.kind == "tokens"}
+        super().__init__(views, specs, labels, mask, name, text_decoders=text_decoders)  # type: ignore[arg-type]  (duck-typed)
 
     def subset(self, index: Tensor | slice, name: str | None = None) -> PairedDataset:
         """The tuples at ``index``, sharing the pools."""
