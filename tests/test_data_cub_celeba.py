@@ -308,7 +308,8 @@ def test_a_few_training_steps_on_each_standin(tmp_path: Path, dataset: str, text
     result = train(cfg, tmp_path / "run")
     assert result.global_step == 2 and math.isfinite(result.metrics["test_loss"])
     vocab = cfg.model.modalities[1].vocab_size
-    assert 0 < result.metrics[f"test/rec/self/{text}"] < length * math.log(vocab) + 5
+    # after 2 steps the text NLL is about that of a uniform categorical (1 % margin: lr-dependent)
+    assert 0 < result.metrics[f"test/rec/self/{text}"] < 1.01 * length * math.log(vocab)
     with Image.open(tmp_path / "run" / "grids" / f"from_{text}.png") as grid:
         pixels = np.asarray(grid)
     images = 2 * 64 + 2 + 6  # an input row, a wider gap, a generated row; then 6+ lines of text
