@@ -8,8 +8,10 @@ import torch
 
 from crmvae.config import DataConfig
 from crmvae.data import load_dataset
+from crmvae.data.base import ModalitySpec, MultimodalDataset
+from crmvae.errors import ConfigError, DataError
 from crmvae.evaluation.attributes import agreement, attribute_scorer, majority_baseline
-from crmvae.evaluation.evaluate import EvalConfig, evaluate_model
+from crmvae.evaluation.evaluate import EvalConfig, evaluate_model, resolve_metrics
 from crmvae.model import MultimodalVAE
 from crmvae.presets import build_run_config
 
@@ -49,3 +51,25 @@ def test_attribute_metric_end_to_end_on_scenes(tmp_path: Path) -> None:
     assert 0.0 <= attributes["by_size"]["1"] <= 1.0
     assert 0.0 < attributes["majority_baseline"] < 1.0
     assert -1.0 <= results["cosine_similarity_mismatched"] <= 1.0
+
+
+def test_attribute_parsers_need_attributes_and_a_text_decoder() -> None:
+    specs = [ModalitySpec("image", "image", (3, 4, 4)), ModalitySpec("caption", "tokens", (3,), 5)]
+    tensors = {"image": torch.zeros(2, 3, 4, 4, dtype=torch.uint8), "caption": torch.zeros(2, 3, dtype=torch.int64)}
+    parse = lambda texts: torch.zeros(len(texts), 1, dtype=torch.int64)
+    with pytest.raises(DataError, match=r"d: attribute parsers need .* no decoder for \['caption'\]"):
+        MultimodalDataset(tensors, specs, name="d", attributes=torch.zeros(2, 1, dtype=torch.int64), attribute_names=["a"],
+                          attribute_parsers={"caption": parse})
+    with pytest.raises(DataError, match=r"d: attribute parsers need attributes"):
+        MultimodalDataset(tensors, specs, name="d", text_decoders={"caption": lambda t: ["x"] * len(t)},
+                          attribute_parsers={"caption": parse})
+
+
+def test_metrics_that_do_not_apply_are_skipped_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    config = EvalConfig(metrics=["coherence", "attributes", "similarity"])
+    assert resolve_metrics(config, labelled=False, attribute_texts=False) == ["similarity"]
+    assert "no labels: skipping ['coherence']" in caplog.text and "skipping ['attributes']" in caplog.text
+    assert resolve_metrics(config, labelled=True, attribute_texts=True) == ["coherence", "attributes", "similarity"]
+    assert resolve_metrics(EvalConfig(), labelled=False, attribute_texts=True) == ["similarity", "fid", "attributes"]
+    with pytest.raises(ConfigError, match=r"unknown metrics \['colour'\]"):
+        resolve_metrics(EvalConfig(metrics=["colour"]), labelled=True)

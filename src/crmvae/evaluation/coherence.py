@@ -57,10 +57,10 @@ def cross_generation_scores(
         posts = subset_posteriors(model, batch.data, batch.mask, subsets)
         z = posts.mean() if use_mean else posts.sample()  # [K, B, D]
         n = z.shape[1]
+        target = truth(batch)
         for t, scorer in scorers.items():
             picked = z[rows[t].to(device)]  # [K_t, B, D]
             generated = model.likelihoods[t].mean(model.decode_params(t, picked))
-            target = truth(batch)
             scores = scorer(generated.flatten(0, 1), target.repeat(picked.shape[0], *[1] * (target.ndim - 1)))
             for metric, value in scores.items():
                 total = value.float().reshape(picked.shape[0], n).sum(1).cpu()

@@ -96,7 +96,7 @@ class EvalConfig:
     seed: int = 0
     device: str = "cpu"
     threads: int | None = None
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
     use_mean: bool = False
     fid_samples: int = 1000
     fid_modalities: list[str] | None = None
@@ -119,13 +119,14 @@ def resolve_metrics(config: EvalConfig, labelled: bool, attribute_texts: bool = 
     unknown = sorted(set(config.metrics) - set(METRICS))
     if unknown:
         raise ConfigError(f"unknown metrics {unknown}; available: {list(METRICS)}")
-    if not labelled and LABELLED & set(config.metrics):
-        log.warning("the dataset has no labels: skipping %s", sorted(LABELLED & set(config.metrics)))
-        return resolve_metrics(replace(config, metrics=[m for m in config.metrics if m not in LABELLED]), True, attribute_texts)
-    if "attributes" in config.metrics and not attribute_texts:
-        log.warning("no text modality of the dataset states attributes: skipping attributes")
-        return [m for m in config.metrics if m != "attributes"]
-    return list(config.metrics)
+    metrics = list(config.metrics)
+    for needed, available, reason in ((LABELLED, labelled, "the dataset has no labels"),
+                                      ({"attributes"}, attribute_texts, "no text modality of the dataset states attributes")):
+        skipped = sorted(needed & set(metrics)) if not available else []
+        if skipped:
+            log.warning("%s: skipping %s", reason, skipped)
+            metrics = [m for m in metrics if m not in skipped]
+    return metrics
 
 
 def _check_config(config: EvalConfig) -> None:
@@ -193,7 +194,7 @@ def _evaluate(model: MultimodalVAE, data_cfg: DataConfig, config: EvalConfig) ->
         return progress_bar(dataset.batches(config.batch_size), total=dataset.num_batches(config.batch_size),
                             desc=what, enabled=config.progress)
 
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=resolve_precision(config.precision, device) == "bf16")
     with private_rng(config.seed, device), autocast:
         scorers: dict[str, Scorer] = {}
         if "coherence" in metrics:
