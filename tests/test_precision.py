@@ -33,3 +33,11 @@ def test_auto_precision_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) ->
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
         assert has_fast_bf16(cpu) == (expected == "bf16")
         assert resolve_precision("auto", cpu) == expected
+
+
+def test_auto_is_a_valid_training_and_evaluation_precision() -> None:
+    from crmvae.evaluation.evaluate import EvalConfig
+    from crmvae.presets import build_run_config
+
+    assert build_run_config("polymnist", "crmvae", "cpu-short", ["train.precision=auto"]).train.precision == "auto"
+    assert EvalConfig(precision="auto", fid_precision="auto").precision == "auto"

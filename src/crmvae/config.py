@@ -79,7 +79,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     threads: int | None = None
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
     max_steps: int | None = None
     log_every: int = 20
     checkpoint_every: int = 200
