@@ -91,7 +91,7 @@ def test_load_invalid_yaml_is_config_error(tmp_path):
         ({"train": {"epochs": "ten"}}, r"RunConfig\.train\.epochs: expected an integer"),
         ({"train": {"epochs": True}}, r"train\.epochs: expected an integer"),
         ({"train": {"lr": "fast"}}, r"train\.lr: expected a number"),
-        ({"train": {"precision": "fp16"}}, r"train\.precision: 'fp16' is not one of \['fp32', 'bf16'\]"),
+        ({"train": {"precision": "fp16"}}, r"train\.precision: 'fp16' is not one of \['fp32', 'bf16', 'auto'\]"),
         ({"train": {"progress": "yes"}}, r"train\.progress: expected true or false"),
         ({"model": {"modalities": {"name": "m0"}}}, r"model\.modalities: expected a list"),
         ({"model": {"modalities": [{"shape": [3]}]}}, r"model\.modalities\[0\]"),
