@@ -43,6 +43,31 @@ def test_training_learns_a_separable_task() -> None:
     assert classifier_accuracy(untrained, test) < 0.6
 
 
+def test_the_image_classifier_finds_the_main_shape_on_textured_scenes() -> None:
+    """The generic image classifier learns the scenes' main shape (5 classes, chance 0.2) from
+    1,500 scenes in 3 epochs; the plain conv stack with an average pool it replaced stayed at
+    chance (0.24 after 3 epochs of 10,000)."""
+    from crmvae.data.scenes import generate_scenes, scenes_dataset
+
+    data = scenes_dataset(generate_scenes(1800, [0, 7]), "scenes")
+    train, test = data.subset(slice(0, 1500)), data.subset(slice(1500, 1800))
+    spec = data.specs["image"]
+    assert classifier_for(spec, "scenes") == "conv_bn_maxpool"
+    nets = train_classifiers(train, {"image": "conv_bn_maxpool"}, 5, ClassifierConfig(epochs=3, batch_size=32))
+    assert classifier_accuracy(clf.Classifier(spec, "conv_bn_maxpool", nets["image"], 5, 0.0), test) > 0.5
+
+
+def test_translated_digits_get_a_translation_invariant_classifier_and_their_own_epochs(digits: DataConfig) -> None:
+    spec = ModalitySpec("m0", "image", (3, 28, 28))
+    assert classifier_for(spec, "polymnist") == classifier_for(spec) == "polymnist"
+    assert classifier_for(spec, "translated_polymnist") == "conv_bn_maxpool"
+    assert ClassifierConfig().for_dataset("translated_polymnist").epochs == 5
+    assert ClassifierConfig().for_dataset("polymnist").epochs == 12
+    assert ClassifierConfig(epochs=3).for_dataset("translated_polymnist").epochs == 3
+    archs = {f"m{k}": "polymnist" for k in range(5)}  # unset epochs share the cache entry of their resolved value
+    assert classifier_cache_path(digits, ClassifierConfig(), archs) == classifier_cache_path(digits, ClassifierConfig(epochs=12), archs)
+
+
 def test_classifiers_are_cached_beside_the_data_and_reused(digits: DataConfig, monkeypatch: pytest.MonkeyPatch) -> None:
     first = load_or_train_classifiers(digits, QUICK)
     assert sorted(first) == [f"m{k}" for k in range(5)]

@@ -343,7 +343,7 @@ def test_latent_cosine_similarity_is_one_when_every_modality_agrees() -> None:
     (ModalitySpec("a", "image", (3, 28, 28)), "polymnist"),
     (ModalitySpec("a", "image", (1, 28, 28)), "mnist"),
     (ModalitySpec("a", "image", (3, 32, 32)), "svhn"),
-    (ModalitySpec("a", "image", (3, 64, 64)), "generic_image"),
+    (ModalitySpec("a", "image", (3, 64, 64)), "conv_bn_maxpool"),
     (ModalitySpec("a", "tokens", (8,), 71), "text"),
     (ModalitySpec("a", "tokens", (32,), 1000), "generic_tokens"),
     (ModalitySpec("a", "vector", (5, 7)), "mlp"),

@@ -36,6 +36,12 @@ log = logging.getLogger(__name__)
 
 #: Minimum recorded test accuracy per dataset; datasets not listed use ``"default"``.
 DEFAULT_THRESHOLDS: dict[str, float] = {"polymnist": 0.95, "translated_polymnist": 0.95, "default": 0.8}
+#: Image classifiers per dataset, where the shape alone would pick the wrong one: the reference
+#: PolyMNIST net reaches only 0.84-0.92 on digits pasted at random offsets.
+DATASET_IMAGE_ARCHITECTURES: dict[str, str] = {"translated_polymnist": "conv_bn_maxpool"}
+#: Training epochs per dataset when ``ClassifierConfig.epochs`` is unset; ``"default"`` otherwise.
+#: Translated-PolyMNIST's ``conv_bn_maxpool`` reaches 0.97 on m0 in 5 epochs (25 s each).
+DEFAULT_EPOCHS: dict[str, int] = {"translated_polymnist": 5, "default": 12}
 
 ClassifierFactory = Callable[[ModalitySpec, int], nn.Module]
 ARCHITECTURES: dict[str, ClassifierFactory] = {}
@@ -132,15 +138,24 @@ def text_classifier(spec: ModalitySpec, num_classes: int) -> nn.Module:
     )
 
 
-@register_classifier("generic_image")
-def generic_image_classifier(spec: ModalitySpec, num_classes: int) -> nn.Module:
-    """Any ``[C, H, W]``: Conv(C,32,4,2,1) Conv(32,64,4,2,1) Conv(64,128,4,2,1) (ReLU), global
-    average pool, Dropout, Linear(128, classes)."""
-    return nn.Sequential(
-        nn.Conv2d(spec.shape[0], 32, 4, 2, 1), nn.ReLU(), nn.Conv2d(32, 64, 4, 2, 1), nn.ReLU(),
-        nn.Conv2d(64, 128, 4, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        nn.Dropout(0.5), nn.Linear(128, num_classes),
-    )
+def conv_bn_relu(c_in: int, c_out: int, stride: int) -> list[nn.Module]:
+    """``Conv(c_in, c_out, 3, stride, 1) BatchNorm ReLU``."""
+    return [nn.Conv2d(c_in, c_out, 3, stride, 1), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+
+@register_classifier("conv_bn_maxpool")
+def conv_bn_maxpool_classifier(spec: ModalitySpec, num_classes: int) -> nn.Module:
+    """Any ``[C, H, W]``, translation-invariant: five Conv(3x3)-BatchNorm-ReLU blocks of
+    16-32-32-64-64 channels with strides (s, 2, 1, 2, 2), ``s = 1`` for images up to 32 pixels
+    wide and 2 above, a global max pool and Linear(64, classes).
+
+    The max pool finds an object wherever it is; BatchNorm lets it train from the first epoch
+    on textured backgrounds, where a plain conv stack with an average pool stayed at chance.
+    """
+    first_stride = 1 if spec.shape[-1] <= 32 else 2
+    blocks = [(spec.shape[0], 16, first_stride), (16, 32, 2), (32, 32, 1), (32, 64, 2), (64, 64, 2)]
+    layers = [layer for c_in, c_out, stride in blocks for layer in conv_bn_relu(c_in, c_out, stride)]
+    return nn.Sequential(*layers, nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(64, num_classes))
 
 
 @register_classifier("generic_tokens")
@@ -163,13 +178,16 @@ def mlp_classifier(spec: ModalitySpec, num_classes: int) -> nn.Module:
     )
 
 
-def classifier_for(spec: ModalitySpec) -> str:
-    """The architecture for a modality: ``polymnist`` (3x28x28), ``mnist`` (1x28x28), ``svhn``
-    (3x32x32), ``text`` (8 tokens over 71 symbols), else ``generic_image``, ``generic_tokens``
-    or ``mlp``."""
+def classifier_for(spec: ModalitySpec, dataset: str | None = None) -> str:
+    """The architecture for a modality: the dataset's entry in :data:`DATASET_IMAGE_ARCHITECTURES`
+    for its images, else by shape: ``polymnist`` (3x28x28), ``mnist`` (1x28x28), ``svhn``
+    (3x32x32), ``text`` (8 tokens over 71 symbols), else ``conv_bn_maxpool`` (images),
+    ``generic_tokens`` or ``mlp``."""
     shape = tuple(spec.shape)
     if spec.kind == "image":
-        return {(3, 28, 28): "polymnist", (1, 28, 28): "mnist", (3, 32, 32): "svhn"}.get(shape, "generic_image")
+        if dataset in DATASET_IMAGE_ARCHITECTURES:
+            return DATASET_IMAGE_ARCHITECTURES[dataset]
+        return {(3, 28, 28): "polymnist", (1, 28, 28): "mnist", (3, 32, 32): "svhn"}.get(shape, "conv_bn_maxpool")
     if spec.kind == "tokens":
         return "text" if shape == (8,) and spec.vocab_size == 71 else "generic_tokens"
     return "mlp"
@@ -210,13 +228,20 @@ class Classifier:
 
 @dataclass
 class ClassifierConfig:
-    """How coherence classifiers are trained (part of the cache key)."""
+    """How coherence classifiers are trained (part of the cache key); ``epochs=None``: the
+    dataset's entry in :data:`DEFAULT_EPOCHS`."""
 
-    epochs: int = 12
+    epochs: int | None = None
     batch_size: int = 128
     lr: float = 3e-3
     seed: int = 0
     train_size: int | None = None
+
+    def for_dataset(self, dataset: str) -> ClassifierConfig:
+        """This configuration with ``epochs`` resolved for ``dataset``."""
+        if self.epochs is not None:
+            return self
+        return replace(self, epochs=DEFAULT_EPOCHS.get(dataset, DEFAULT_EPOCHS["default"]))
 
 
 def train_classifiers(
@@ -225,19 +250,21 @@ def train_classifiers(
 ) -> dict[str, nn.Module]:
     """Train one network per modality with Adam on cross-entropy (learning rate annealed from
     ``config.lr`` to 0 by a cosine over all steps), on the examples where the modality is
-    present; one shuffled pass over ``train`` per epoch serves every modality."""
+    present; one shuffled pass over ``train`` per epoch serves every modality, for
+    ``config.epochs`` epochs (unset: ``DEFAULT_EPOCHS["default"]``)."""
     if train.labels is None:
         raise DataError(f"{train.name}: coherence classifiers need labels, the dataset has none")
+    epochs = config.epochs if config.epochs is not None else DEFAULT_EPOCHS["default"]
     if config.train_size is not None:
         train = train.subset(slice(0, config.train_size))
     with private_rng(config.seed, torch.device("cpu")):
         nets = {m: build_classifier(a, train.specs[m], num_classes) for m, a in architectures.items()}
         optimizers = {m: torch.optim.Adam(net.parameters(), lr=config.lr) for m, net in nets.items()}
-        steps = config.epochs * train.num_batches(config.batch_size)
+        steps = epochs * train.num_batches(config.batch_size)
         schedules = {m: torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1)) for m, opt in optimizers.items()}
         generator = torch.Generator().manual_seed(config.seed)
         with progress_bar(total=steps, desc="classifiers", enabled=progress) as bar:
-            for _ in range(config.epochs):
+            for _ in range(epochs):
                 for batch in train.batches(config.batch_size, shuffle=True, generator=generator):
                     for m, net in nets.items():
                         keep = batch.mask[:, train.modality_names.index(m)]
@@ -274,8 +301,10 @@ def classifier_accuracy(classifier: Classifier, dataset: MultimodalDataset, batc
 
 def classifier_cache_path(data_cfg: DataConfig, config: ClassifierConfig, architectures: Mapping[str, str]) -> Path:
     """``<data dir>/classifiers-<dataset>-<key>.pt``; the key hashes the dataset's identity
-    (see :mod:`crmvae.evaluation.cache`), the architectures and the training settings."""
-    return cache_file(data_cfg, "classifiers", {"architectures": dict(architectures), "training": asdict(config)})
+    (see :mod:`crmvae.evaluation.cache`), the architectures and the training settings (with
+    ``epochs`` resolved for the dataset)."""
+    training = asdict(config.for_dataset(data_cfg.dataset))
+    return cache_file(data_cfg, "classifiers", {"architectures": dict(architectures), "training": training})
 
 
 def load_or_train_classifiers(
@@ -289,12 +318,12 @@ def load_or_train_classifiers(
     Trains on the full train split and scores on the full test split (``data_cfg.train_size``
     and ``test_size`` are ignored). ``architectures`` overrides :func:`classifier_for` per modality.
     """
-    config = config or ClassifierConfig()
+    config = (config or ClassifierConfig()).for_dataset(data_cfg.dataset)
     data_cfg = replace(data_cfg, train_size=None, test_size=None)
     test = load_dataset(data_cfg, "test")
     if test.labels is None:
         raise DataError(f"{test.name}: coherence classifiers need labels, the dataset has none")
-    chosen = {m: classifier_for(s) for m, s in test.specs.items()} | dict(architectures or {})
+    chosen = {m: classifier_for(s, data_cfg.dataset) for m, s in test.specs.items()} | dict(architectures or {})
     path = classifier_cache_path(data_cfg, config, chosen)
     payload = read_cached(path)
     if payload is not None:
