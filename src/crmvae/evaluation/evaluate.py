@@ -42,7 +42,7 @@ from ..training import (
     resolve_precision,
 )
 from ..training.progress import progress_bar
-from .attributes import attribute_scorer, majority_baseline
+from .attributes import attribute_scorer, majority_baseline, majority_rates, per_attribute_accuracy
 from .classifiers import (
     DEFAULT_THRESHOLDS,
     ClassifierConfig,
@@ -238,9 +238,15 @@ def _evaluate(model: MultimodalVAE, data_cfg: DataConfig, config: EvalConfig) ->
 
 def _attribute_coherence(model: MultimodalVAE, test: MultimodalDataset, batches: Any, use_mean: bool) -> dict[str, Any]:
     assert test.attributes is not None
-    scorers = {m: attribute_scorer(test.text_decoders[m], parse) for m, parse in test.attribute_parsers.items()}
+    names = test.attribute_names or [str(i) for i in range(test.attributes.shape[1])]
+    scorers = {m: attribute_scorer(test.text_decoders[m], parse, names) for m, parse in test.attribute_parsers.items()}
     scores = cross_generation_scores(model, batches, scorers, use_mean, truth=lambda batch: batch.attributes)
-    return {**score_table(scores, "attributes"), "majority_baseline": majority_baseline(test.attributes)}
+    return {
+        **score_table(scores, "attributes"),
+        "majority_baseline": majority_baseline(test.attributes),
+        "per_attribute": {t: {s: per_attribute_accuracy(means, names) for s, means in row.items()} for t, row in scores.items()},
+        "per_attribute_majority": majority_rates(test.attributes, names),
+    }
 
 
 def _merge(first: Scorer | None, second: Scorer | None) -> Scorer:
@@ -349,6 +355,11 @@ def format_results(results: dict[str, Any]) -> str:
         lines.append("attribute coherence (generated text) by subset size: "
                      + "  ".join(f"{k}: {v:.4f}" for k, v in attributes["by_size"].items())
                      + f"   (majority baseline {attributes['majority_baseline']:.4f})")
+        majority = attributes["per_attribute_majority"]
+        for target, row in attributes["per_attribute"].items():
+            for subset, accuracy in row.items():
+                lines.append(f"  -> {target} from {subset}, per attribute (majority rate): "
+                             + "  ".join(f"{a} {v:.2f} ({majority[a]:.2f})" for a, v in accuracy.items()))
     if "cosine_similarity" in results:
         lines.append(f"latent cosine similarity: {results['cosine_similarity']:.4f} "
                      f"(between different examples: {results['cosine_similarity_mismatched']:.4f})")
