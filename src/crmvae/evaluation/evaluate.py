@@ -42,7 +42,12 @@ from ..training import (
     resolve_precision,
 )
 from ..training.progress import progress_bar
-from .attributes import attribute_scorer, majority_baseline, majority_rates, per_attribute_accuracy
+from .attributes import (
+    attribute_scorer,
+    majority_baseline,
+    majority_rates,
+    per_attribute_accuracy,
+)
 from .classifiers import (
     DEFAULT_THRESHOLDS,
     ClassifierConfig,
