@@ -37,6 +37,7 @@ from ..training import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
     MODEL_FILE,
+    autocast,
     check_dataset,
     resolve_device,
     resolve_precision,
@@ -145,6 +146,12 @@ def _check_config(config: EvalConfig) -> None:
         raise ConfigError(f"eval.threads must be >= 1 or null, got {config.threads}")
     if config.n_test is not None and config.n_test < 1:
         raise ConfigError(f"eval.n_test must be >= 1 or null (all), got {config.n_test}")
+    classifier = config.classifier
+    for name in ("epochs", "train_size"):
+        if getattr(classifier, name) is not None and getattr(classifier, name) < 1:
+            raise ConfigError(f"eval.classifier.{name} must be >= 1 or null (the default), got {getattr(classifier, name)}")
+    if classifier.batch_size < 1 or not classifier.lr > 0:
+        raise ConfigError(f"eval.classifier needs batch_size >= 1 and lr > 0, got {classifier.batch_size} and {classifier.lr}")
 
 
 @contextmanager
@@ -199,8 +206,7 @@ def _evaluate(model: MultimodalVAE, data_cfg: DataConfig, config: EvalConfig) ->
         return progress_bar(dataset.batches(config.batch_size), total=dataset.num_batches(config.batch_size),
                             desc=what, enabled=config.progress)
 
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=resolve_precision(config.precision, device) == "bf16")
-    with private_rng(config.seed, device), autocast:
+    with private_rng(config.seed, device), autocast(device, config.precision):
         scorers: dict[str, Scorer] = {}
         if "coherence" in metrics:
             with _timed(seconds, "classifiers", config.progress):

@@ -27,6 +27,7 @@ from ..data.base import MultimodalDataset, to_model_input
 from ..distributions import gather_components, stratified_choice
 from ..errors import ConfigError, DataError
 from ..model import MultimodalVAE
+from ..training import autocast
 from ..training.progress import progress_bar
 from .cache import cache_file, read_cached, write_cached
 from .latents import proper_subsets, subset_posteriors
@@ -100,7 +101,7 @@ class FeatureExtractor:
             x = self.preprocess(chunk.to(self.device))
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            with autocast(self.device, self.precision):
                 out.append(self.net(x).float().flatten(1).cpu())
         return torch.cat(out).double().numpy()
 

@@ -163,7 +163,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     try:
-        with private_rng(seed, device), _autocast(device, precision):
+        with private_rng(seed, device), autocast(device, precision):
             for batch in dataset.batches(batch_size):
                 batch = batch.to(device)
                 output = model.loss(batch.data, batch.mask)
@@ -329,7 +329,7 @@ class _Run:
         shard, count = self.ctx.shard(batch)
         shard = shard.to(self.device, memory_format(self.config.train))
         n = len(batch)
-        with _autocast(self.device, self.config.train.precision):
+        with autocast(self.device, self.config.train.precision):
             loss, terms = self.net(shard.data, shard.mask)
         values = self.ctx.mean(stack_values(ObjectiveOutput(loss, terms)), count, n)  # global batch means
         if not self.names:
@@ -541,5 +541,6 @@ def memory_format(tc: TrainConfig) -> torch.memory_format:
     return torch.channels_last if tc.channels_last else torch.contiguous_format
 
 
-def _autocast(device: torch.device, precision: str) -> torch.autocast:
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """bf16 autocast on ``device`` when ``precision`` resolves to bf16 (:func:`resolve_precision`), else a no-op."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=resolve_precision(precision, device) == "bf16")
