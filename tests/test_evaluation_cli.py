@@ -37,7 +37,7 @@ def test_cli_evaluate_writes_the_schema_and_prints_a_table(run_dir: Path, tmp_pa
     assert status == 0
     results = json.loads(out.read_text())
     assert set(results) == {"n_test", "classifier_accuracy", "cross_coherence", "joint_coherence", "probes",
-                            "cosine_similarity", "cosine_similarity_mismatched", "seconds"}
+                            "cosine_similarity", "cosine_similarity_mismatched", "cosine_similarity_gap", "seconds"}
     assert results["n_test"] == 40
     coherence = results["cross_coherence"]
     assert set(coherence["by_size"]) == {"1", "2", "3", "4"}

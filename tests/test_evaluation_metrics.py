@@ -18,6 +18,7 @@ from crmvae.config import ModalityConfig, ModelConfig
 from crmvae.data import Batch, ModalitySpec, MultimodalDataset
 from crmvae.data.text import decode_tokens, encode_strings
 from crmvae.distributions import all_subsets
+from crmvae.evaluation import similarity
 from crmvae.evaluation.classifiers import (
     ARCHITECTURES,
     build_classifier,
@@ -38,6 +39,7 @@ from crmvae.evaluation.fid import (
     trace_sqrt_product,
 )
 from crmvae.evaluation.latents import (
+    SubsetPosteriors,
     mean_by_size,
     proper_subsets,
     subset_names,
@@ -49,7 +51,11 @@ from crmvae.evaluation.probes import (
     probe_accuracies,
     standardise,
 )
-from crmvae.evaluation.similarity import latent_cosine_similarity, pairwise_cosine_sums
+from crmvae.evaluation.similarity import (
+    example_cosines,
+    latent_cosine_similarity,
+    pairwise_cosine_sums,
+)
 from crmvae.evaluation.text import clean_text, edit_distances, text_scorer
 from crmvae.model import MultimodalVAE
 
@@ -333,6 +339,32 @@ def test_latent_cosine_similarity_is_one_when_every_modality_agrees() -> None:
     similarity = latent_cosine_similarity(oracle_model(), template_dataset(50).batches(25))
     assert similarity.matched == pytest.approx(1.0)
     assert similarity.mismatched < 0.5  # about 0.1: only neighbours with the same label (1 in 10) agree
+    assert similarity.examples == 50
+    assert similarity.gap == pytest.approx(similarity.matched - similarity.mismatched)  # every example has one pair
+    assert 0.0 < similarity.gap_stderr < similarity.gap / 3
+
+
+def test_example_cosines_and_the_paired_gap_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
+    # M=2, B=3: example 0 agrees (cos 1), example 1 is orthogonal (cos 0), example 2 lacks modality 1
+    means = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], [[2.0, 0.0], [1.0, 0.0], [5.0, 5.0]]])
+    mask = torch.tensor([[1, 1], [1, 1], [1, 0]], dtype=torch.bool)
+    total, count = example_cosines(means, mask)
+    assert total.tolist() == [1.0, 0.0, 0.0] and count.tolist() == [1, 1, 0]
+    # shift 1: example b's modality 0 against example b-1's modality 1 (b-1 = 2 for b = 0, which lacks it)
+    total, count = example_cosines(means, mask, shift=1)
+    assert count.tolist() == [0, 1, 1] and total[1] == pytest.approx(0.0) and total[2] == pytest.approx(1 / math.sqrt(2))
+
+    class Fixed(torch.nn.Module):  # stands in for a model whose unimodal posterior means are ``means``
+        def __init__(self) -> None:
+            super().__init__()
+            self.modality_names = ["a", "b"]
+            self.p = torch.nn.Parameter(torch.zeros(1))
+
+    monkeypatch.setattr(similarity, "subset_posteriors", lambda model, data, mask, subsets: SubsetPosteriors(means, means))
+    result = latent_cosine_similarity(Fixed(), [Batch({}, mask)])
+    assert result.examples == 1  # only example 1 has both a matched and a mismatched pair
+    assert result.gap == pytest.approx(0.0) and math.isnan(result.gap_stderr)
+    assert result.matched == pytest.approx(0.5) and result.mismatched == pytest.approx((0.0 + 1 / math.sqrt(2)) / 2)
 
 
 # --------------------------------------------------------------------------------------------

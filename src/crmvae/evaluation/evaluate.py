@@ -7,7 +7,8 @@ dataset's ``attribute_parsers``); FID needs image modalities. The result's top-l
 (absent when a metric did not run)::
 
     {"n_test", "classifier_accuracy", "cross_coherence", "attribute_coherence", "joint_coherence",
-     "text", "fid", "probes", "cosine_similarity", "cosine_similarity_mismatched", "seconds"}
+     "text", "fid", "probes", "cosine_similarity", "cosine_similarity_mismatched",
+     "cosine_similarity_gap", "seconds"}
 
 Latent samples come from a private RNG seeded with ``EvalConfig.seed``, so results are
 deterministic and the global RNG is untouched.
@@ -242,6 +243,8 @@ def _evaluate(model: MultimodalVAE, data_cfg: DataConfig, config: EvalConfig) ->
                 similarity = latent_cosine_similarity(model, batches(test, "similarity"))
                 results["cosine_similarity"] = similarity.matched
                 results["cosine_similarity_mismatched"] = similarity.mismatched
+                results["cosine_similarity_gap"] = {
+                    "mean": similarity.gap, "stderr": similarity.gap_stderr, "examples": similarity.examples}
     seconds["total"] = round(time.perf_counter() - start, 3)
     results["seconds"] = seconds
     return results
@@ -372,7 +375,9 @@ def format_results(results: dict[str, Any]) -> str:
                 lines.append(f"  -> {target} from {subset}, per attribute (majority rate): "
                              + "  ".join(f"{a} {v:.2f} ({majority[a]:.2f})" for a, v in accuracy.items()))
     if "cosine_similarity" in results:
+        gap = results["cosine_similarity_gap"]
         lines.append(f"latent cosine similarity: {results['cosine_similarity']:.4f} "
-                     f"(between different examples: {results['cosine_similarity_mismatched']:.4f})")
+                     f"(between different examples: {results['cosine_similarity_mismatched']:.4f}; "
+                     f"paired difference {gap['mean']:+.4f} +- {gap['stderr']:.4f} s.e. over {gap['examples']} examples)")
     lines.append("seconds: " + "  ".join(f"{k} {v:.1f}" for k, v in results["seconds"].items()))
     return "\n".join(lines)
