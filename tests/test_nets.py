@@ -95,3 +95,46 @@ def test_config_errors(modality: ModalityConfig, message: str) -> None:
 
 def test_registered() -> None:
     assert {"mnist_mlp", "svhn_conv", "text_conv"} <= set(NETWORKS)
+
+
+# --------------------------------------------------------------------------------------------
+# MultiVae's PolyMNIST networks, with the whole-input convolutions computed as matmuls
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_whole_input_conv_equals_conv2d_in_value_and_gradients(channels_last: bool) -> None:
+    from crmvae.nets.polymnist import WholeInputConv2d
+
+    torch.manual_seed(0)
+    ours = WholeInputConv2d(6, 5, 4, 2, 0)
+    reference = nn.Conv2d(6, 5, 4, 2, 0)
+    reference.load_state_dict(ours.state_dict())  # same parameters, same state dict keys
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    ours.to(memory_format=layout)
+    reference.to(memory_format=layout)
+    x = torch.randn(7, 6, 4, 4).contiguous(memory_format=layout).requires_grad_()
+    y, y_ref = ours(x), reference(x)
+    assert y.shape == y_ref.shape == (7, 5, 1, 1)
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-6)
+    g = torch.randn(7, 5, 1, 1)
+    grads = torch.autograd.grad(y, [x, ours.weight, ours.bias], g)
+    grads_ref = torch.autograd.grad(y_ref, [x, reference.weight, reference.bias], g)
+    for a, b in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_whole_input_conv_refuses_an_input_its_kernel_does_not_cover() -> None:
+    from crmvae.nets.polymnist import WholeInputConv2d
+
+    with pytest.raises(ValueError, match=r"got an input of spatial size \(5, 5\)"):
+        WholeInputConv2d(3, 2, 4)(torch.zeros(1, 3, 5, 5))
+
+
+def test_multivae_polymnist_networks() -> None:
+    encoder, decoder = build_networks(ModalityConfig("m0", [3, 28, 28], "polymnist_multivae"), 512)
+    mu, logvar = encoder(torch.rand(2, 3, 28, 28))
+    assert mu.shape == logvar.shape == (2, 512) and decoder(mu).shape == (2, 3, 28, 28)
+    features = conv(3, 32, 9) + conv(32, 64, 9) + conv(64, 128, 9)
+    assert n_params(encoder) == features + 2 * conv(128, 512, 16)  # MultiVae's EncoderConvMMNIST_adapted
+    with pytest.raises(ConfigError, match=r"'polymnist_multivae' takes shape \[3, 28, 28\]"):
+        build_networks(ModalityConfig("m0", [1, 28, 28], "polymnist_multivae"), 8)
