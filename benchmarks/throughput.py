@@ -10,6 +10,7 @@ and spread over the timed epochs. This is a benchmark, not a test.
     python benchmarks/throughput.py --models crmvae --compile
     /tmp/peer-venv/bin/python benchmarks/throughput.py --peer multivae --json peer.json
     /tmp/peer-venv/bin/python benchmarks/throughput.py --peer multivae --memory --profile
+    /tmp/peer-venv/bin/python benchmarks/throughput.py --peer multivae --models crmvae --flops
 
 ``--peer multivae`` (the interpreter must have MultiVae: ``bash benchmarks/setup_peer.sh``) builds
 MultiVae's model for each objective in the same process and alternates timed epochs between the
@@ -42,8 +43,7 @@ from torch import Tensor, nn
 from crmvae.config import ModalityConfig, ModelConfig
 from crmvae.data.base import ModalitySpec, MultimodalDataset
 from crmvae.model import MultimodalVAE
-from crmvae.nets import register_network
-from crmvae.nets.polymnist import PolyMNISTDecoder, PolyMNISTEncoder
+from crmvae.nets import NETWORKS, register_network
 from crmvae.objectives import OBJECTIVES
 
 LATENT_DIM = 512
@@ -68,28 +68,18 @@ MATCHED: dict[str, dict[str, Any]] = {
 }
 
 
-class MultiVaeStyleEncoder(nn.Module):
-    """MultiVae's ``EncoderConvMMNIST_adapted``: our three strided convs, then ``Conv2d(128, D, 4)``
-    heads for mu and logvar (no hidden Linear(2048, 512) layer)."""
-
-    def __init__(self, latent_dim: int) -> None:
-        super().__init__()
-        self.features = PolyMNISTEncoder(latent_dim).features[:6]  # Conv ReLU x 3
-        self.mu = nn.Conv2d(128, latent_dim, 4, 2, 0)
-        self.logvar = nn.Conv2d(128, latent_dim, 4, 2, 0)
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        h = self.features(x)
-        return self.mu(h).flatten(1), self.logvar(h).flatten(1)
+@register_network("polymnist_multivae_conv2d")
+def multivae_conv2d(modality: ModalityConfig, latent_dim: int) -> tuple[nn.Module, nn.Module]:
+    """MultiVae's PolyMNIST nets with the encoder heads as plain ``nn.Conv2d`` (as MultiVae runs
+    them) instead of the library's :class:`WholeInputConv2d`: the same function, slower on CPU."""
+    encoder, decoder = NETWORKS["polymnist_multivae"](modality, latent_dim)
+    encoder.mu, encoder.logvar = (nn.Conv2d(128, latent_dim, 4, 2, 0) for _ in range(2))
+    return encoder, decoder
 
 
-@register_network("multivae_conv")
-def multivae_conv(modality: ModalityConfig, latent_dim: int) -> tuple[nn.Module, nn.Module]:
-    """MultiVae's PolyMNIST nets: its encoder (above) and ``DecoderConvMMNIST`` (= ours)."""
-    return MultiVaeStyleEncoder(latent_dim), PolyMNISTDecoder(latent_dim)
-
-
-NETS = {"ours": "polymnist_conv", "multivae": "multivae_conv"}
+#: ``--nets``: crmvae's PolyMNIST nets, MultiVae's (the default with ``--peer``), and MultiVae's
+#: with its encoder heads run as convolutions, as MultiVae runs them.
+NETS = {"ours": "polymnist_conv", "multivae": "polymnist_multivae", "multivae-conv2d": "polymnist_multivae_conv2d"}
 
 
 def synthetic_polymnist(n: int, seed: int) -> MultimodalDataset:
@@ -120,7 +110,7 @@ class OursRunner:
         if args.compile:
             for module in [*self.model.encoders.values(), *self.model.decoders.values()]:
                 module.compile()
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=LR)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=LR, fused=True)  # as crmvae's trainer
         self.data, self.batch_size, self.precision = data, args.batch_size, args.precision
         self.examples = data.num_batches(args.batch_size, drop_last=True) * args.batch_size
         self.first_step_s: float | None = None
@@ -284,6 +274,34 @@ def profile_step(step: Callable[[], Any], rows: int) -> str:
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
 
 
+def gemm_rate(size: int = 2048, reps: int = 10) -> float:
+    """GFLOP/s of a fp32 ``size``-cubed matmul: about the best this CPU's BLAS does."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(2):
+        a @ b
+    start = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * size**3 * reps / (time.perf_counter() - start) / 1e9
+
+
+def step_flops(key: str, data: MultimodalDataset, args: argparse.Namespace) -> dict[str, float]:
+    """FLOPs of one crmvae training step (forward + backward, counted by torch's
+    ``FlopCounterMode``: matmuls and convolutions), per example, and the throughput ceiling
+    ``gemm_rate / flops_per_example``: what the step would reach if every counted FLOP ran at the
+    speed of a large square matmul and everything else were free."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    ours = OursRunner(key, data, args)
+    batch = data.batch(torch.arange(args.batch_size)).data
+    ours.step(batch)
+    with FlopCounterMode(display=False) as counter:
+        ours.step(batch)
+    per_example = counter.get_total_flops() / args.batch_size
+    rate = gemm_rate()
+    return {"gflop_per_example": per_example / 1e9, "gemm_gflop_s": rate, "ceiling_examples_s": rate * 1e9 / per_example}
+
+
 def profile_model(key: str, data: MultimodalDataset, peer: Any, args: argparse.Namespace) -> dict[str, str]:
     batch = data.batch(torch.arange(args.batch_size)).data
     ours = OursRunner(key, data, args)
@@ -317,6 +335,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="with --peer: compare both sides' loss on one batch with shared weights")
     parser.add_argument("--memory", action="store_true", help="peak memory per objective (fresh process each)")
     parser.add_argument("--memory-steps", type=int, default=3)
+    parser.add_argument("--flops", action="store_true",
+                        help="FLOPs per example, achieved GFLOP/s and the ceiling at the large-matmul rate")
     parser.add_argument("--profile", action="store_true", help="top ops by self CPU time of one step")
     parser.add_argument("--profile-rows", type=int, default=15)
     parser.add_argument("--threads", type=int, default=None)
@@ -374,6 +394,12 @@ def main() -> None:
             print("    peak memory (peak RSS growth over "
                   f"{args.memory_steps} steps): "
                   + ", ".join(f"{side} {m['step_mib']:.0f} MiB" for side, m in res["memory"].items()), flush=True)
+        if args.flops:
+            res["flops"] = flops = step_flops(key, data, args)
+            print(f"    {flops['gflop_per_example']:.3f} GFLOP per example (forward + backward): "
+                  f"{flops['gflop_per_example'] * ours['median']:.0f} GFLOP/s achieved; a 2048^3 fp32 matmul runs at "
+                  f"{flops['gemm_gflop_s']:.0f} GFLOP/s, so at most {flops['ceiling_examples_s']:.0f} examples/s"
+                  + (f" = {flops['ceiling_examples_s'] / other['median']:.2f}x MultiVae" if other else ""), flush=True)
         if args.profile:
             res["profile"] = profile_model(key, data, peer, args)
             for side, table in res["profile"].items():
