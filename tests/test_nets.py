@@ -9,6 +9,7 @@ from torch import nn
 from crmvae.config import ModalityConfig
 from crmvae.errors import ConfigError
 from crmvae.nets import NETWORKS, build_networks
+from crmvae.nets.layers import WholeInputConv2d, WholeOutputConvTranspose2d
 
 D = 32
 MNIST = ModalityConfig("mnist", [1, 28, 28], "mnist_mlp", "laplace")
@@ -103,8 +104,6 @@ def test_registered() -> None:
 
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_whole_input_conv_equals_conv2d_in_value_and_gradients(channels_last: bool) -> None:
-    from crmvae.nets.polymnist import WholeInputConv2d
-
     torch.manual_seed(0)
     ours = WholeInputConv2d(6, 5, 4, 2, 0)
     reference = nn.Conv2d(6, 5, 4, 2, 0)
@@ -123,9 +122,26 @@ def test_whole_input_conv_equals_conv2d_in_value_and_gradients(channels_last: bo
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_whole_input_conv_refuses_an_input_its_kernel_does_not_cover() -> None:
-    from crmvae.nets.polymnist import WholeInputConv2d
+@pytest.mark.parametrize("bias", [True, False])
+def test_whole_output_conv_transpose_equals_conv_transpose2d_in_value_and_gradients(bias: bool) -> None:
+    torch.manual_seed(0)
+    ours = WholeOutputConvTranspose2d(6, 5, 4, 1, 0, bias=bias)
+    reference = nn.ConvTranspose2d(6, 5, 4, 1, 0, bias=bias)
+    reference.load_state_dict(ours.state_dict())
+    x = torch.randn(7, 6, 1, 1, requires_grad=True)
+    y, y_ref = ours(x), reference(x)
+    assert y.shape == y_ref.shape == (7, 5, 4, 4)
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-6)
+    g = torch.randn(7, 5, 4, 4)
+    params = [x, ours.weight, *([ours.bias] if bias else [])]
+    params_ref = [x, reference.weight, *([reference.bias] if bias else [])]
+    for a, b in zip(torch.autograd.grad(y, params, g), torch.autograd.grad(y_ref, params_ref, g), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"got an input of spatial size \(2, 2\)"):
+        ours(torch.zeros(1, 6, 2, 2))
 
+
+def test_whole_input_conv_refuses_an_input_its_kernel_does_not_cover() -> None:
     with pytest.raises(ValueError, match=r"got an input of spatial size \(5, 5\)"):
         WholeInputConv2d(3, 2, 4)(torch.zeros(1, 3, 5, 5))
 

@@ -14,6 +14,7 @@ from ..config import ModalityConfig
 from ..data.text import VOCAB_SIZE
 from ..errors import ConfigError
 from . import register_network
+from .layers import WholeInputConv2d, WholeOutputConvTranspose2d
 from .polymnist import GaussianHead
 
 MNIST_SHAPE = [1, 28, 28]
@@ -60,7 +61,7 @@ class SVHNEncoder(nn.Module):
             nn.Conv2d(3, 32, 4, 2, 1), nn.ReLU(),
             nn.Conv2d(32, 64, 4, 2, 1), nn.ReLU(),
             nn.Conv2d(64, 64, 4, 2, 1), nn.ReLU(),
-            nn.Conv2d(64, FEATURES, 4, 2, 0), nn.ReLU(),
+            WholeInputConv2d(64, FEATURES, 4, 2, 0), nn.ReLU(),  # 4x4 -> 1x1: a matmul
             nn.Flatten(),
         )  # fmt: skip
         self.head = GaussianHead(FEATURES, latent_dim)
@@ -77,7 +78,7 @@ class SVHNDecoder(nn.Module):
         super().__init__()
         self.net = nn.Sequential(
             nn.Linear(latent_dim, FEATURES), nn.Unflatten(1, (FEATURES, 1, 1)), nn.ReLU(),
-            nn.ConvTranspose2d(FEATURES, 64, 4, 1, 0), nn.ReLU(),
+            WholeOutputConvTranspose2d(FEATURES, 64, 4, 1, 0), nn.ReLU(),  # 1x1 -> 4x4: a matmul
             nn.ConvTranspose2d(64, 64, 4, 2, 1), nn.ReLU(),
             nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.ReLU(),
             nn.ConvTranspose2d(32, 3, 4, 2, 1),
