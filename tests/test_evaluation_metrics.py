@@ -54,7 +54,6 @@ from crmvae.evaluation.probes import (
 from crmvae.evaluation.similarity import (
     example_cosines,
     latent_cosine_similarity,
-    pairwise_cosine_sums,
 )
 from crmvae.evaluation.text import clean_text, edit_distances, text_scorer
 from crmvae.model import MultimodalVAE
@@ -318,6 +317,12 @@ def test_latent_probes_of_the_oracle_encoder_are_perfect_for_every_subset() -> N
     assert result["train_examples"] == 100
     assert set(result["table"]) == set(subset_names(all_subsets(3), NAMES))
     assert result["by_size"] == {"1": 1.0, "2": 1.0, "3": 1.0}
+
+
+def pairwise_cosine_sums(means: Tensor, mask: Tensor, shift: int = 0) -> tuple[float, int]:
+    """:func:`example_cosines` summed over the batch: the total cosine and the number of terms."""
+    total, count = example_cosines(means, mask, shift)
+    return float(total.sum()), int(count.sum())
 
 
 def test_pairwise_cosine_hand_case() -> None:

@@ -32,12 +32,6 @@ def example_cosines(means: Tensor, mask: Tensor, shift: int = 0) -> tuple[Tensor
     return (cosine * pairs).sum((1, 2)), pairs.sum((1, 2))
 
 
-def pairwise_cosine_sums(means: Tensor, mask: Tensor, shift: int = 0) -> tuple[float, int]:
-    """:func:`example_cosines` summed over the batch: the total cosine and the number of terms."""
-    total, count = example_cosines(means, mask, shift)
-    return float(total.sum()), int(count.sum())
-
-
 class CosineSimilarity(NamedTuple):
     """Mean unimodal-posterior cosine similarity within examples (``matched``), its mismatched
     baseline, and the paired difference: per example, its mean matched cosine minus its mean
@@ -58,25 +52,24 @@ def latent_cosine_similarity(model: MultimodalVAE, batches: Iterable[Batch]) -> 
     neighbouring examples of each batch (the chance level; batches of one example add nothing)."""
     device = next(model.parameters()).device
     units = torch.eye(len(model.modality_names))
-    sums = {0: [0.0, 0], 1: [0.0, 0]}
-    gaps = []
+    sums: dict[int, list[Tensor]] = {0: [], 1: []}  # per shift and batch: each example's cosine sum
+    counts: dict[int, list[Tensor]] = {0: [], 1: []}  # and its number of modality pairs
     for batch in batches:
         batch = batch.to(device)
         means = subset_posteriors(model, batch.data, batch.mask, units).mean()
-        per_example = {}
-        for shift in (0, 1) if means.shape[1] > 1 else (0,):
+        for shift in (0, 1):
             total, count = example_cosines(means, batch.mask, shift)
-            sums[shift][0] += float(total.sum())
-            sums[shift][1] += int(count.sum())
-            per_example[shift] = (total, count)
-        if 1 in per_example:
-            (same, n_same), (other, n_other) = per_example[0], per_example[1]
-            both = (n_same > 0) & (n_other > 0)
-            gaps.append((same[both] / n_same[both] - other[both] / n_other[both]).cpu())
-    gap = torch.cat(gaps) if gaps else torch.zeros(0)
+            if shift and means.shape[1] == 1:  # an example is not its own neighbour
+                total, count = torch.zeros_like(total), torch.zeros_like(count)
+            sums[shift].append(total.cpu())
+            counts[shift].append(count.cpu())
+    same, other, n_same, n_other = (torch.cat(v) if v else torch.zeros(0) for v in (*sums.values(), *counts.values()))
+    both = (n_same > 0) & (n_other > 0)
+    gap = same[both] / n_same[both] - other[both] / n_other[both]
     n = int(gap.numel())
     return CosineSimilarity(
-        *(total / max(count, 1) for total, count in sums.values()),
+        float(same.sum() / n_same.sum().clamp(min=1)),
+        float(other.sum() / n_other.sum().clamp(min=1)),
         gap=float(gap.mean()) if n else 0.0,
         gap_stderr=float(gap.std() / n**0.5) if n > 1 else float("nan"),
         examples=n,
