@@ -139,6 +139,8 @@ def test_whole_output_conv_transpose_equals_conv_transpose2d_in_value_and_gradie
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match=r"got an input of spatial size \(2, 2\)"):
         ours(torch.zeros(1, 6, 2, 2))
+    with pytest.raises(ValueError, match=r"makes \(4, 4\) outputs, not \(5, 5\)"):
+        ours(x, output_size=[5, 5])
 
 
 def test_whole_input_conv_refuses_an_input_its_kernel_does_not_cover() -> None:

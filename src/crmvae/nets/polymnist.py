@@ -25,19 +25,22 @@ class GaussianHead(nn.Module):
         return self.mu(h), self.logvar(h)
 
 
+def conv_features() -> list[nn.Module]:
+    """Conv(3,32,3,2,1) ReLU Conv(32,64,3,2,1) ReLU Conv(64,128,3,2,1) ReLU: 3x28x28 -> 128x4x4."""
+    return [
+        nn.Conv2d(3, 32, 3, 2, 1), nn.ReLU(),
+        nn.Conv2d(32, 64, 3, 2, 1), nn.ReLU(),
+        nn.Conv2d(64, 128, 3, 2, 1), nn.ReLU(),
+    ]  # fmt: skip
+
+
 class PolyMNISTEncoder(nn.Module):
     """Conv(3,32,3,2,1) ReLU Conv(32,64,3,2,1) ReLU Conv(64,128,3,2,1) ReLU Flatten
     Linear(2048,512) ReLU, then Linear(512, D) for mu and for logvar."""
 
     def __init__(self, latent_dim: int) -> None:
         super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 32, 3, 2, 1), nn.ReLU(),
-            nn.Conv2d(32, 64, 3, 2, 1), nn.ReLU(),
-            nn.Conv2d(64, 128, 3, 2, 1), nn.ReLU(),
-            nn.Flatten(),
-            nn.Linear(2048, 512), nn.ReLU(),
-        )  # fmt: skip
+        self.features = nn.Sequential(*conv_features(), nn.Flatten(), nn.Linear(2048, 512), nn.ReLU())
         self.head = GaussianHead(512, latent_dim)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -69,7 +72,7 @@ class MultiVaePolyMNISTEncoder(nn.Module):
 
     def __init__(self, latent_dim: int) -> None:
         super().__init__()
-        self.features = PolyMNISTEncoder(latent_dim).features[:6]  # Conv ReLU x 3
+        self.features = nn.Sequential(*conv_features())
         self.mu = WholeInputConv2d(128, latent_dim, 4, 2, 0)
         self.logvar = WholeInputConv2d(128, latent_dim, 4, 2, 0)
 
