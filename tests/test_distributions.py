@@ -17,6 +17,7 @@ from crmvae.distributions import (
     log_normal,
     log_standard_normal,
     product_of_experts,
+    reparameterize,
     stratified_choice,
     subset_poe,
 )
@@ -33,6 +34,30 @@ def _gaussians(*shape: int, seed: int = 0, dtype=torch.float32) -> tuple[torch.T
     mu = torch.randn(*shape, generator=g, dtype=dtype)
     logvar = 0.8 * torch.randn(*shape, generator=g, dtype=dtype)
     return mu, logvar
+
+
+# ------------------------------------------------------------------------------ sampling
+
+
+def test_reparameterize_is_mu_plus_sigma_times_standard_normal_draws() -> None:
+    mu, logvar = _gaussians(4, 5, D)
+    torch.manual_seed(3)
+    z = reparameterize(mu, logvar)
+    torch.manual_seed(3)
+    eps = torch.randn(4, 5, D)
+    torch.testing.assert_close(z, mu + torch.exp(0.5 * logvar) * eps)
+
+
+def test_reparameterize_draws_do_not_depend_on_memory_layout() -> None:
+    """A transposed (non-contiguous) stack gets the same sample as its contiguous copy."""
+    mu, logvar = _gaussians(5, 4, D)
+    mu_t, logvar_t = mu.transpose(0, 1), logvar.transpose(0, 1)  # [4, 5, D], strided
+    assert not mu_t.is_contiguous()
+    torch.manual_seed(7)
+    strided = reparameterize(mu_t, logvar_t)
+    torch.manual_seed(7)
+    contiguous = reparameterize(mu_t.contiguous(), logvar_t.contiguous())
+    torch.testing.assert_close(strided, contiguous, rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------------------------------- KL

@@ -17,9 +17,19 @@ from torch import Tensor
 LOG_2PI = math.log(2.0 * math.pi)
 
 
+def standard_normal_like(x: Tensor) -> Tensor:
+    """``eps ~ N(0, I)`` of ``x``'s shape, dtype and device, always contiguous.
+
+    Not ``torch.randn_like``: it keeps ``x``'s strides, so the draws depend on the memory layout,
+    and filling a strided tensor takes a serial path (42 ms against 6 ms for the ``[6, 256, 512]``
+    stack of a CRMVAE step, whose posteriors come out of the PoE transposed).
+    """
+    return torch.randn(x.shape, dtype=x.dtype, device=x.device)
+
+
 def reparameterize(mu: Tensor, logvar: Tensor) -> Tensor:
     """One reparameterised sample ``z = mu + exp(logvar / 2) * eps`` with ``eps ~ N(0, I)``."""
-    return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+    return mu + standard_normal_like(mu) * torch.exp(0.5 * logvar)
 
 
 def kl_diag_gaussians(mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor, logvar_p: Tensor) -> Tensor:

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .distributions import standard_normal_like
 from .errors import ConfigError
 
 
@@ -79,7 +80,7 @@ class Normal(Likelihood):
         return params.float()
 
     def sample(self, params: Tensor) -> Tensor:
-        return params.float() + self.scale * torch.randn_like(params.float())
+        return params.float() + self.scale * standard_normal_like(params.float())
 
 
 class Bernoulli(Likelihood):

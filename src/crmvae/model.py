@@ -16,7 +16,12 @@ import torch
 from torch import Tensor, nn
 
 from .config import ModelConfig
-from .distributions import product_of_experts, reparameterize, sample_component
+from .distributions import (
+    product_of_experts,
+    reparameterize,
+    sample_component,
+    standard_normal_like,
+)
 from .errors import ConfigError, DataError
 from .likelihoods import build_likelihood
 from .nets import build_networks
@@ -57,7 +62,7 @@ class Posterior:
         component = sample_component(weights, generator)
         rows = torch.arange(self.mu.shape[1], device=self.mu.device)
         z = reparameterize(self.mu[component, rows], self.logvar[component, rows])
-        return torch.where(empty[:, None], torch.randn_like(z), z)
+        return torch.where(empty[:, None], standard_normal_like(z), z)
 
 
 class MultimodalVAE(nn.Module):

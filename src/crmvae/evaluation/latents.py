@@ -14,7 +14,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..distributions import all_subsets, reparameterize, sample_component, subset_poe
+from ..distributions import (
+    all_subsets,
+    reparameterize,
+    sample_component,
+    standard_normal_like,
+    subset_poe,
+)
 from ..model import MultimodalVAE
 
 
@@ -48,7 +54,7 @@ class SubsetPosteriors:
         component = sample_component(weights.reshape(k * b, m)).reshape(k, b)
         rows = torch.arange(b, device=self.mu.device).expand(k, b)
         z = reparameterize(self.mu[component, rows], self.logvar[component, rows])
-        return torch.where(empty[..., None], torch.randn_like(z), z)
+        return torch.where(empty[..., None], standard_normal_like(z), z)
 
 
 def subset_posteriors(
