@@ -148,22 +148,25 @@ def test_bf16_and_max_steps(data_dir: Path, tmp_path: Path) -> None:
 
 
 def test_channels_last_trains_the_same_model(run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``train.channels_last`` changes the memory layout only: the same steps give the same test
-    loss, and weights that differ by float noise only (measured against the distance they
-    travelled, as in the DDP test: Adam magnifies the noise of near-zero gradients)."""
+    """``train.channels_last`` (the default) changes the memory layout only: an NCHW run of the
+    same steps gives the same test loss, and weights that differ by float noise only (measured
+    against the distance they travelled, as in the DDP test: Adam magnifies the noise of
+    near-zero gradients)."""
     from crmvae.data.base import Batch
 
     config, result, _ = run
+    assert config.train.channels_last
     seen, to = set(), Batch.to
 
     def spy(self: Batch, *args: object, **kwargs: object) -> Batch:
         moved = to(self, *args, **kwargs)
-        seen.update(x.is_contiguous(memory_format=torch.channels_last) for x in moved.data.values())
+        if len(args) == 2:  # a training step's move: (device, memory_format)
+            seen.update(x.is_contiguous(memory_format=torch.channels_last) for x in moved.data.values())
         return moved
 
     monkeypatch.setattr(Batch, "to", spy)
-    layout = train(tiny_config(Path(config.data.data_dir), "train.channels_last=true"), tmp_path / "cl")
-    assert True in seen  # the training batches really were channels-last
+    layout = train(tiny_config(Path(config.data.data_dir), "train.channels_last=false"), tmp_path / "nchw")
+    assert seen == {False}  # the NCHW run's 3x28x28 training batches really were not channels-last
     assert layout.metrics["test_loss"] == pytest.approx(result.metrics["test_loss"], rel=1e-4)
     torch.manual_seed(config.train.seed)
     start = MultimodalVAE(config.model).state_dict()
@@ -173,5 +176,7 @@ def test_channels_last_trains_the_same_model(run, tmp_path: Path, monkeypatch: p
 
     plain, other = (flat(load_model(r.model_path).state_dict()) for r in (result, layout))
     travelled, apart = (plain - flat(start)).norm(), (other - plain).norm()
-    assert travelled > 1.0 and apart < 5e-4 * travelled, (float(travelled), float(apart))
-    assert load_config(RunConfig, layout.config_path).train.channels_last
+    # measured 6.6e-4 of the distance (below 5e-4 with other noise draws); a layout bug moves
+    # the weights by the order of the distance itself
+    assert travelled > 1.0 and apart < 2e-3 * travelled, (float(travelled), float(apart))
+    assert not load_config(RunConfig, layout.config_path).train.channels_last
