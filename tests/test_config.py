@@ -167,9 +167,9 @@ EXPECTED_PRESETS = {  # epochs, batch size, lr, beta
 
 IMAGE_TEXT_PRESETS = {  # epochs, text modality, its length and vocabulary (latent 64 throughout)
     ("scenes", "paper"): (150, "caption", 32, 55),
-    ("scenes", "cpu-short"): (3, "caption", 32, 55),
+    ("scenes", "cpu-short"): (6, "caption", 32, 55),
     ("cub", "paper"): (150, "caption", 32, 55),
-    ("cub", "cpu-short"): (3, "caption", 32, 55),
+    ("cub", "cpu-short"): (6, "caption", 32, 55),
     ("celeba", "paper"): (200, "text", 256, 71),
     ("celeba", "cpu-short"): (3, "text", 256, 71),
 }
