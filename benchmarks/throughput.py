@@ -324,7 +324,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per side")
     parser.add_argument("--warmup", type=int, default=1, help="untimed epochs per side first")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
-    parser.add_argument("--channels-last", action="store_true", help="channels_last model and inputs (crmvae side)")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                        help="channels_last model and inputs, as crmvae's trainer by default (crmvae side)")
     parser.add_argument("--compile", action="store_true", help="torch.compile each encoder/decoder (crmvae side)")
     parser.add_argument("--nets", choices=sorted(NETS), default=None,
                         help="crmvae side's networks (default: ours; with --peer: multivae)")
@@ -369,7 +370,7 @@ def main() -> None:
         print(f"# peer: {peer_note}" if peer else f"# peer: NOT RUN: {peer_note}; measuring crmvae only", flush=True)
     data = synthetic_polymnist(args.examples, seed=0)
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
-          f"crmvae side: {args.precision}{', channels_last' if args.channels_last else ''}"
+          f"crmvae side: {args.precision}, {'channels_last' if args.channels_last else 'NCHW'}"
           f"{', compiled' if args.compile else ''}, {args.nets} nets; batch {args.batch_size}, {args.examples} examples, "
           f"{args.warmup} warm-up + {args.epochs} timed epochs per side"
           + (f"; multivae side: fp32, {args.peer_step}" if peer else ""))

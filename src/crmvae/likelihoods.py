@@ -80,7 +80,8 @@ class Normal(Likelihood):
         return params.float()
 
     def sample(self, params: Tensor) -> Tensor:
-        return params.float() + self.scale * standard_normal_like(params.float())
+        mean = params.float()
+        return mean + self.scale * standard_normal_like(mean)
 
 
 class Bernoulli(Likelihood):
