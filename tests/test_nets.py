@@ -156,3 +156,65 @@ def test_multivae_polymnist_networks() -> None:
     assert n_params(encoder) == features + 2 * conv(128, 512, 16)  # MultiVae's EncoderConvMMNIST_adapted
     with pytest.raises(ConfigError, match=r"'polymnist_multivae' takes shape \[3, 28, 28\]"):
         build_networks(ModalityConfig("m0", [1, 28, 28], "polymnist_multivae"), 8)
+
+
+# --------------------------------------------------------------------------------------------
+# token sequences (captions, CelebA text)
+
+CELEBA_TEXT = ModalityConfig("text", [256], "caption_conv_norm", "categorical", vocab_size=71)
+
+
+def test_sequence_networks_shapes_and_layers() -> None:
+    """Six stages take 256 characters to 4; the plain stack has no norm, the other one per stage."""
+    for network, norms in (("caption_conv", 0), ("caption_conv_norm", 6)):
+        encoder, decoder = build_networks(ModalityConfig("text", [256], network, "categorical", vocab_size=71), D)
+        ids = torch.randint(0, 71, (3, 256))
+        mu, logvar = encoder(ids)
+        assert mu.shape == logvar.shape == (3, D)
+        assert decoder(mu).shape == (3, 256, 71)
+        for net in (encoder, decoder):
+            assert sum(isinstance(m, nn.GroupNorm) for m in net.modules()) == norms, network
+
+
+def test_plain_caption_network_keeps_its_parameters() -> None:
+    """Hand count for a 32-token caption (3 stages): checkpoints of the plain stack still load."""
+    encoder, decoder = build_networks(ModalityConfig("c", [32], "caption_conv", "categorical", vocab_size=55), D)
+    down = conv(128, 128, 4) + conv(128, 256, 4) + conv(256, 256, 4)
+    up = conv(256, 256, 4) + conv(256, 128, 4) + conv(128, 128, 4)
+    assert n_params(encoder) == 55 * 128 + down + conv(1024, 512, 1) + 2 * conv(512, D, 1)
+    assert n_params(decoder) == conv(D, 1024, 1) + up + conv(128, 55, 1)
+
+
+def test_normalised_sequence_encoder_is_invariant_to_a_stage_scale() -> None:
+    """GroupNorm undoes any scale a stage's weights grow to: scaling the first conv by 100 leaves
+    the output unchanged (the plain stack's output changes), which is what keeps lr 1e-3 stable."""
+    torch.manual_seed(0)
+    ids = torch.randint(0, 71, (4, 256))
+    for network, invariant in (("caption_conv_norm", True), ("caption_conv", False)):
+        encoder, _ = build_networks(ModalityConfig("text", [256], network, "categorical", vocab_size=71), D)
+        before = encoder(ids)[0]
+        first = encoder.features[0]
+        with torch.no_grad():
+            first.weight.mul_(100.0)
+            first.bias.mul_(100.0)
+        after = encoder(ids)[0]
+        assert torch.allclose(before, after, rtol=1e-4, atol=1e-4) is invariant, network
+
+
+def test_normalised_sequence_network_keeps_examples_apart() -> None:
+    """A per-example norm: one example's output does not depend on the others in the batch (an
+    absent modality's row may hold anything), unlike a batch norm."""
+    encoder, decoder = build_networks(CELEBA_TEXT, D)
+    ids = torch.randint(0, 71, (5, 256))
+    other = ids.clone()
+    other[1:] = torch.randint(0, 71, (4, 256))
+    assert torch.equal(encoder(ids)[0][0], encoder(other)[0][0])
+    z = torch.randn(5, D)
+    z_other = z.clone()
+    z_other[1:] = 1e3 * torch.randn(4, D)
+    assert torch.equal(decoder(z)[0], decoder(z_other)[0])
+
+
+def test_normalised_sequence_network_config_errors_name_it() -> None:
+    with pytest.raises(ConfigError, match="'caption_conv_norm' takes token sequences"):
+        build_networks(ModalityConfig("t", [3, 8, 8], "caption_conv_norm", "categorical", vocab_size=71), D)
