@@ -180,3 +180,28 @@ def test_channels_last_trains_the_same_model(run, tmp_path: Path, monkeypatch: p
     # the weights by the order of the distance itself
     assert travelled > 1.0 and apart < 2e-3 * travelled, (float(travelled), float(apart))
     assert not load_config(RunConfig, layout.config_path).train.channels_last
+
+
+def test_evaluation_moves_batches_in_the_training_layout(run, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The per-epoch test pass moves image batches in the layout it is given (the trainer gives
+    the training layout), with the same loss in both."""
+    from crmvae.data.base import Batch
+
+    config, result, _ = run
+    model, test = load_model(result.model_path), load_dataset(config.data, "test")
+    seen, to = [], Batch.to
+
+    def spy(self: Batch, *args: object, **kwargs: object) -> Batch:
+        moved = to(self, *args, **kwargs)
+        seen.append(all(x.is_contiguous(memory_format=torch.channels_last) for x in moved.data.values()))
+        return moved
+
+    monkeypatch.setattr(Batch, "to", spy)
+    nhwc = evaluate(model, test, 32, images_format=torch.channels_last)
+    assert seen and all(seen)
+    seen.clear()
+    nchw = evaluate(model, test, 32, images_format=torch.contiguous_format)
+    assert seen and not any(seen)
+    assert nhwc.keys() == nchw.keys()
+    for name in nchw:
+        assert nhwc[name] == pytest.approx(nchw[name], rel=1e-5, abs=1e-4), name

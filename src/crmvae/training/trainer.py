@@ -151,9 +151,15 @@ def check_dataset(model: ModelConfig, dataset: MultimodalDataset) -> None:
 
 @torch.no_grad()
 def evaluate(
-    model: MultimodalVAE, dataset: MultimodalDataset, batch_size: int, precision: str = "fp32", seed: int = 0
+    model: MultimodalVAE,
+    dataset: MultimodalDataset,
+    batch_size: int,
+    precision: str = "fp32",
+    seed: int = 0,
+    images_format: torch.memory_format = torch.preserve_format,
 ) -> dict[str, float]:
-    """Example-weighted means of the loss and its terms over ``dataset``, in eval mode.
+    """Example-weighted means of the loss and its terms over ``dataset``, in eval mode; image
+    batches are moved in ``images_format`` (the training layout).
 
     Latent samples come from a private RNG seeded with ``seed``: the result is deterministic and
     the global RNG (which training consumes) is left as it was.
@@ -165,7 +171,7 @@ def evaluate(
     try:
         with private_rng(seed, device), autocast(device, precision):
             for batch in dataset.batches(batch_size):
-                batch = batch.to(device)
+                batch = batch.to(device, images_format)
                 output = model.loss(batch.data, batch.mask)
                 names = [LOSS, *output.terms]
                 sums.add(stack_values(output), len(batch))
@@ -386,7 +392,7 @@ class _Run:
     def _log_epoch(self, complete: bool, examples: int, train_s: float, epoch_start: float) -> None:
         tc, s = self.config.train, self.state
         train_means = self.sums.means(self.names)
-        test_means = evaluate(self.model, self.test_set, tc.batch_size, tc.precision, seed=tc.seed)
+        test_means = evaluate(self.model, self.test_set, tc.batch_size, tc.precision, tc.seed, memory_format(tc))
         record = {
             "kind": "epoch", "epoch": s.epoch + 1, "complete": complete, "global_step": s.global_step,
             "train_loss": train_means[LOSS], **{f"train/{k}": v for k, v in train_means.items() if k != LOSS},
