@@ -66,6 +66,18 @@ def test_log_prob_scores_each_stacked_sample_separately():
 
 
 @pytest.mark.parametrize("lik", [Laplace(0.75), Normal(1.0), Bernoulli()], ids=lambda lik: lik.name)
+def test_log_prob_is_the_same_for_channels_last_images(lik):
+    """A decoder's channels-last output ``[K*B, C, H, W]``, viewed as ``[K, B, C, H, W]``, and
+    channels-last data score as their contiguous copies do."""
+    params = torch.randn(K * B, *EVENT, generator=_gen(20)).contiguous(memory_format=torch.channels_last)
+    x = torch.rand(B, *EVENT, generator=_gen(21)).contiguous(memory_format=torch.channels_last)
+    stacked = params.view(K, B, *EVENT)
+    assert not stacked.is_contiguous()
+    expected = lik.log_prob(stacked.contiguous(), x.contiguous())
+    torch.testing.assert_close(lik.log_prob(stacked, x), expected, rtol=1e-6, atol=1e-4)
+
+
+@pytest.mark.parametrize("lik", [Laplace(0.75), Normal(1.0), Bernoulli()], ids=lambda lik: lik.name)
 def test_mean_and_sample_shapes_for_dense_likelihoods(lik):
     params = torch.randn(K, B, *EVENT, generator=_gen(10))
     assert lik.mean(params).shape == params.shape

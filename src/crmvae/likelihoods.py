@@ -19,8 +19,9 @@ from .errors import ConfigError
 
 
 def _sum_event(x: Tensor) -> Tensor:
-    """Sum everything after the leading ``[K, B]`` dimensions."""
-    return x.flatten(2).sum(-1)
+    """Sum everything after the leading ``[K, B]`` dimensions, in place in memory: ``flatten``
+    would copy a channels-last image batch first. (``sum(dim=())`` would sum everything.)"""
+    return x.sum(dim=tuple(range(2, x.ndim))) if x.ndim > 2 else x
 
 
 class Likelihood(ABC):
