@@ -165,13 +165,13 @@ EXPECTED_PRESETS = {  # epochs, batch size, lr, beta
 }
 
 
-IMAGE_TEXT_PRESETS = {  # epochs, text modality, its length and vocabulary (latent 64 throughout)
-    ("scenes", "paper"): (150, "caption", 32, 55),
-    ("scenes", "cpu-short"): (6, "caption", 32, 55),
-    ("cub", "paper"): (150, "caption", 32, 55),
-    ("cub", "cpu-short"): (6, "caption", 32, 55),
-    ("celeba", "paper"): (200, "text", 256, 71),
-    ("celeba", "cpu-short"): (3, "text", 256, 71),
+IMAGE_TEXT_PRESETS = {  # epochs, lr, text modality, its length, vocabulary, network (latent 64 throughout)
+    ("scenes", "paper"): (150, 5e-4, "caption", 32, 55, "caption_conv"),
+    ("scenes", "cpu-short"): (6, 1e-3, "caption", 32, 55, "caption_conv"),
+    ("cub", "paper"): (150, 5e-4, "caption", 32, 55, "caption_conv"),
+    ("cub", "cpu-short"): (6, 1e-3, "caption", 32, 55, "caption_conv"),
+    ("celeba", "paper"): (200, 5e-4, "text", 256, 71, "caption_conv_norm"),
+    ("celeba", "cpu-short"): (6, 1e-3, "text", 256, 71, "caption_conv_norm"),
 }
 
 
@@ -184,12 +184,12 @@ def test_every_preset_is_covered():
 @pytest.mark.parametrize("dataset, preset", sorted(IMAGE_TEXT_PRESETS))
 def test_image_text_presets(dataset, preset):
     cfg = build_run_config(dataset, "crmvae", preset)
-    epochs, text, length, vocab = IMAGE_TEXT_PRESETS[dataset, preset]
-    assert cfg.train.epochs == epochs and cfg.model.latent_dim == 64
+    epochs, lr, text, length, vocab, network = IMAGE_TEXT_PRESETS[dataset, preset]
+    assert (cfg.train.epochs, cfg.train.lr, cfg.model.latent_dim) == (epochs, lr, 64)
     image, caption = cfg.model.modalities
     assert (image.name, image.shape, image.network, image.likelihood) == ("image", [3, 64, 64], "images64_conv", "laplace")
     assert (caption.name, caption.shape, caption.vocab_size) == (text, [length], vocab)
-    assert (caption.network, caption.likelihood) == ("caption_conv", "categorical")
+    assert (caption.network, caption.likelihood) == (network, "categorical")
 
 
 @pytest.mark.parametrize("dataset, preset", sorted(EXPECTED_PRESETS))
