@@ -19,8 +19,8 @@ from .errors import ConfigError
 
 
 def _sum_event(x: Tensor) -> Tensor:
-    """Sum everything after the leading ``[K, B]`` dimensions, in place in memory: ``flatten``
-    would copy a channels-last image batch first. (``sum(dim=())`` would sum everything.)"""
+    """Sum everything after the leading ``[K, B]`` dimensions without copying (``flatten`` copies
+    a channels-last image batch first; ``sum(dim=())`` would sum everything)."""
     return x.sum(dim=tuple(range(2, x.ndim))) if x.ndim > 2 else x
 
 
