@@ -182,6 +182,28 @@ def test_celeba_text_start_is_random_and_seeded(tmp_path: Path) -> None:
     assert starts[0] == starts[1] and starts[0] != starts[2]
 
 
+def test_celeba_text_starts_at_zero_when_asked(tmp_path: Path) -> None:
+    write_celeba(tmp_path)
+    cfg = replace(celeba_config(tmp_path), params={"random_text_start": False})
+    texts = decode_tokens(load_dataset(cfg, "train").tensors["text"])
+    assert texts == [t.ljust(TEXT_LENGTH, "*") for t in ("black hair, smiling", "5 o clock shadow, young, attr 1")]
+    # the placement is part of the cache key: the random form is built anew, not read back
+    random = decode_tokens(load_dataset(celeba_config(tmp_path), "train").tensors["text"])
+    assert random != texts and [t.strip("*") for t in random] == [t.strip("*") for t in texts]
+    # the stand-in follows the same parameter
+    fake = load_dataset(DataConfig("celeba", data_dir=str(tmp_path / "c2"), params={**TINY, "random_text_start": False}), "train")
+    padded = decode_tokens(fake.tensors["text"])
+    assert all(not t.startswith("*") and t == t.strip("*").ljust(TEXT_LENGTH, "*") for t in padded)
+
+
+@pytest.mark.parametrize("root", [True, False], ids=["files", "standin"])
+def test_celeba_random_text_start_must_be_a_boolean(tmp_path: Path, root: bool) -> None:
+    write_celeba(tmp_path)
+    cfg = DataConfig("celeba", root=str(tmp_path) if root else None, data_dir=str(tmp_path / "cache"), params={"random_text_start": "no"})
+    with pytest.raises(ConfigError, match=r"data\.params\.random_text_start='no'; expected true or false"):
+        load_dataset(cfg, "train")
+
+
 def test_attribute_text_is_cut_to_256() -> None:
     names = [f"A_Very_Long_Attribute_Name_{i}" for i in range(40)]
     text = attribute_text(names, np.ones(40, dtype=bool))

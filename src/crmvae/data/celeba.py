@@ -10,7 +10,8 @@ Split ``train`` is partition 0, ``test`` partition 2. Image: centre crop 148x148
 178x218 face (offsets ``((218-148)//2, (178-148)//2)``), resized to 64x64. Text: the names of the
 attributes that are 1, joined by ``", "``, underscores to spaces, lower case, cut to 256
 characters, placed at a random start in ``0..256-len`` of a string of ``'*'`` (seeded by
-``[seed, split]``), as ids over the 71-symbol alphabet (:mod:`crmvae.data.text`).
+``[seed, split]``; ``params.random_text_start=false`` puts it at 0), as ids over the 71-symbol
+alphabet (:mod:`crmvae.data.text`).
 ``attributes`` = the 40 attributes (bool ``[N, 40]``); there are no class labels.
 
 Without ``data.root``: the captioned scenes (:mod:`crmvae.data.scenes`) in CelebA form. Their 11
@@ -76,19 +77,24 @@ def attribute_text(names: Sequence[str], row: np.ndarray, length: int = TEXT_LEN
     return ", ".join(n.replace("_", " ").lower() for n, on in zip(names, row, strict=True) if on)[:length]
 
 
-def place_texts(texts: Sequence[str], rng: np.random.Generator, length: int = TEXT_LENGTH) -> list[str]:
-    """Each text at a uniform random start in ``0..length - len(text)`` of ``length`` ``'*'``."""
-    starts = rng.integers(0, length - np.array([len(t) for t in texts]) + 1)
+def place_texts(texts: Sequence[str], rng: np.random.Generator | None, length: int = TEXT_LENGTH) -> list[str]:
+    """Each text in a string of ``length`` ``'*'``, starting at a uniform random index in
+    ``0..length - len(text)`` drawn from ``rng``, or at 0 when ``rng`` is None."""
+    sizes = np.array([len(t) for t in texts], dtype=np.int64)
+    starts = rng.integers(0, length - sizes + 1) if rng is not None else np.zeros_like(sizes)
     return [
         PAD_SYMBOL * s + t + PAD_SYMBOL * (length - s - len(t))
         for s, t in zip(starts.tolist(), texts, strict=True)
     ]
 
 
-def encode_attribute_texts(names: Sequence[str], values: np.ndarray, seed: int, split: str) -> Tensor:
+def encode_attribute_texts(
+    names: Sequence[str], values: np.ndarray, seed: int, split: str, random_start: bool = True
+) -> Tensor:
     """Token ids ``int64 [N, 256]`` of the attribute texts of ``values`` ``bool [N, A]``, each
-    placed at a random start drawn from ``SeedSequence([seed, split index])``."""
-    rng = np.random.default_rng(np.random.SeedSequence([seed, SPLITS.index(split)]))
+    placed at a random start drawn from ``SeedSequence([seed, split index])`` (the reference's
+    ``random_text_startindex``), or at start 0 when ``random_start`` is false."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, SPLITS.index(split)])) if random_start else None
     texts = place_texts([attribute_text(names, row) for row in values], rng)
     return encode_strings(texts, TEXT_LENGTH, pad=PAD_SYMBOL)
 
@@ -235,12 +241,14 @@ def split_files(base: Path, split: str) -> tuple[list[str], list[Path], np.ndarr
     return names, paths, values[keep]
 
 
-def load_celeba_split(root: str | os.PathLike[str], split: str, seed: int) -> dict[str, Tensor]:
+def load_celeba_split(
+    root: str | os.PathLike[str], split: str, seed: int, random_start: bool = True
+) -> dict[str, Tensor]:
     """``image uint8 [N, 3, 64, 64]``, ``text int64 [N, 256]``, ``attributes bool [N, 40]``."""
     names, paths, values = split_files(celeba_dir(root), split)
     return {
         "image": read_images(paths, "image", crop=CROP),
-        "text": encode_attribute_texts(names, values, seed, split),
+        "text": encode_attribute_texts(names, values, seed, split, random_start),
         "attributes": torch.from_numpy(values),
     }
 
@@ -251,23 +259,23 @@ def load_celeba_split(root: str | os.PathLike[str], split: str, seed: int) -> di
 
 @dataclass(frozen=True)
 class CelebA:
-    """Bimodal CelebA from real files; ``params`` ``num_train``/``num_test`` size the scenes
-    stand-in served without ``data.root``."""
+    """Bimodal CelebA from real files; ``params``: ``random_text_start`` (default true, as in
+    the reference; false puts every text at start 0), and ``num_train``/``num_test``, which size
+    the scenes stand-in served without ``data.root``."""
 
     name: str = "celeba"
     summary: str = "CelebA faces 64x64 + attribute text (256 chars, 71 symbols), 40 attributes (real files: data.root)"
 
     @property
     def params(self) -> dict[str, Any]:
-        return dict(STANDIN_PARAMS)
+        return {**STANDIN_PARAMS, "random_text_start": True}
 
     def load(self, cfg: DataConfig, split: str) -> MultimodalDataset:
         if not cfg.root:
             return self._standin(cfg, split)
         spec = self.cache_spec(cfg, split)
-        tensors = cached_build(
-            f"{self.name}-{split}", spec, lambda: load_celeba_split(self._root(cfg), split, cfg.seed), cfg.data_dir
-        )
+        build = lambda: load_celeba_split(self._root(cfg), split, cfg.seed, _random_start(cfg))
+        tensors = cached_build(f"{self.name}-{split}", spec, build, cfg.data_dir)
         base = celeba_dir(self._root(cfg))
         names, _ = _read_rows(_table_path(base, "list_attr_celeba"))
         return MultimodalDataset(
@@ -284,7 +292,7 @@ class CelebA:
         tensors = standin_scenes(cfg, split)
         names, values = binary_attributes(tensors["attributes"].numpy())
         return MultimodalDataset(
-            {"image": tensors["image"], "text": encode_attribute_texts(names, values, cfg.seed, split)},
+            {"image": tensors["image"], "text": encode_attribute_texts(names, values, cfg.seed, split, _random_start(cfg))},
             MODALITIES,
             tensors["labels"],
             name=f"{self.name}/{split} (scenes stand-in)",
@@ -295,7 +303,7 @@ class CelebA:
         )
 
     def cache_spec(self, cfg: DataConfig, split: str) -> dict[str, Any]:
-        """The folder, seed (text placement) and a digest of the tables and every image file."""
+        """The folder, seed and ``random_text_start`` (text placement) and a digest of the tables and every image file."""
         base = celeba_dir(self._root(cfg))
         tables = [_table_path(base, "list_attr_celeba"), _table_path(base, "list_eval_partition")]
         return {
@@ -304,6 +312,7 @@ class CelebA:
             "root": str(base.resolve()),
             "split": split,
             "seed": cfg.seed,
+            "random_text_start": _random_start(cfg),
             "files_sha256": listing_digest([*tables, *sorted(image_dir(base).iterdir())], base),
         }
 
@@ -337,3 +346,11 @@ class CelebA:
         if not cfg.root:
             raise ConfigError(NO_ROOT.format(name="CelebA"))
         return cfg.root
+
+
+def _random_start(cfg: DataConfig) -> bool:
+    """``data.params.random_text_start``, checked to be a boolean."""
+    value = cfg.params["random_text_start"]
+    if not isinstance(value, bool):
+        raise ConfigError(f"data.params.random_text_start={value!r}; expected true or false")
+    return value
