@@ -18,6 +18,7 @@ from crmvae.distributions import (
     log_standard_normal,
     product_of_experts,
     reparameterize,
+    sample_mixture,
     stratified_choice,
     subset_poe,
 )
@@ -308,3 +309,32 @@ def test_gradcheck_log_mixture_density():
         return log_mixture_density(z, mu, lv, weights)
 
     assert torch.autograd.gradcheck(density, (z.requires_grad_(), mu.requires_grad_(), lv.requires_grad_()))
+
+
+def test_sample_mixture_takes_a_weighted_component_and_the_prior_for_empty_rows() -> None:
+    """Experts at +-100 with variance 1: a row's draw sits near its component's mean; a row with
+    no weight is N(0, I); several mixtures (leading dims) share the experts."""
+    m, b, d, draws = 3, 4, 2, 4000
+    mu = torch.tensor([100.0, -100.0, 300.0])[:, None, None].expand(m, b, d).contiguous()
+    logvar = torch.zeros(m, b, d)
+    # mixture 0: rows take expert 0, 1, 2 and none; mixture 1: experts {0, 1} half and half, rest none
+    weights = torch.tensor([
+        [[1.0, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 0]],
+        [[1, 1, 0], [0, 0, 0], [0, 0, 0], [0, 0, 0]],
+    ])  # fmt: skip
+    torch.manual_seed(0)
+    z = torch.stack([sample_mixture(mu, logvar, weights) for _ in range(draws)])  # [draws, 2, B, D]
+    assert z.shape == (draws, 2, b, d)
+    for row, centre in enumerate([100.0, -100.0, 300.0, 0.0]):
+        noise = z[:, 0, row] - centre
+        assert abs(float(noise.mean())) < 0.1 and abs(float(noise.std()) - 1) < 0.05
+    first = z[:, 1, 0, 0]
+    assert bool(((first - 100).abs() < 6).logical_xor((first + 100).abs() < 6).all())
+    assert abs(float((first > 0).float().mean()) - 0.5) < 0.05
+    prior = z[:, 1, 1:]
+    assert abs(float(prior.mean())) < 0.05 and abs(float(prior.std()) - 1) < 0.03
+    # the same seed gives the same draws (component and noise)
+    torch.manual_seed(1)
+    a = sample_mixture(mu, logvar, weights)
+    torch.manual_seed(1)
+    assert torch.equal(a, sample_mixture(mu, logvar, weights))

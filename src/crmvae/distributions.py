@@ -145,6 +145,23 @@ def sample_component(weights: Tensor, generator: torch.Generator | None = None) 
     return torch.multinomial(weights.float(), 1, generator=generator).squeeze(1)
 
 
+def sample_mixture(mu: Tensor, logvar: Tensor, weights: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """One reparameterised sample per row of a mixture of ``[M, B, D]`` Gaussian experts.
+
+    ``weights`` ``[..., B, M]`` (unnormalised, 0 for absent experts; leading dims index several
+    mixtures over the same experts). Each row draws its component ``m`` from its weights, then
+    ``z = mu_m + exp(logvar_m / 2) * eps``; a row without any weight draws from the prior
+    ``N(0, I)`` (``mu = 0``, ``logvar = 0``), with the same single noise draw. Returns ``[..., B, D]``.
+    """
+    m, b = mu.shape[:2]
+    empty = weights.sum(-1) == 0
+    weights = torch.where(empty[..., None], torch.ones_like(weights), weights)
+    component = sample_component(weights.reshape(-1, m), generator).reshape(empty.shape)
+    rows = torch.arange(b, device=mu.device).expand(empty.shape)
+    keep = ~empty[..., None]
+    return reparameterize(torch.where(keep, mu[component, rows], 0.0), torch.where(keep, logvar[component, rows], 0.0))
+
+
 def log_mixture_density(z: Tensor, mu: Tensor, logvar: Tensor, weights: Tensor) -> Tensor:
     """``log sum_m w_m N(z; mu_m, var_m)`` for a mixture of ``[M, B, D]`` experts.
 

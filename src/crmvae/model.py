@@ -19,8 +19,7 @@ from .config import ModelConfig
 from .distributions import (
     product_of_experts,
     reparameterize,
-    sample_component,
-    standard_normal_like,
+    sample_mixture,
 )
 from .errors import ConfigError, DataError
 from .likelihoods import build_likelihood
@@ -57,12 +56,7 @@ class Posterior:
         """One reparameterised sample per example (a mixture first draws its component)."""
         if self.weights is None:
             return reparameterize(self.mu, self.logvar)
-        empty = self.weights.sum(1) == 0
-        weights = torch.where(empty[:, None], torch.ones_like(self.weights), self.weights)
-        component = sample_component(weights, generator)
-        rows = torch.arange(self.mu.shape[1], device=self.mu.device)
-        z = reparameterize(self.mu[component, rows], self.logvar[component, rows])
-        return torch.where(empty[:, None], standard_normal_like(z), z)
+        return sample_mixture(self.mu, self.logvar, self.weights, generator)
 
 
 class MultimodalVAE(nn.Module):

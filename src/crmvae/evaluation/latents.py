@@ -17,8 +17,7 @@ from torch import Tensor
 from ..distributions import (
     all_subsets,
     reparameterize,
-    sample_component,
-    standard_normal_like,
+    sample_mixture,
     subset_poe,
 )
 from ..model import MultimodalVAE
@@ -48,13 +47,7 @@ class SubsetPosteriors:
         its component from the weights; an empty row draws from the prior)."""
         if self.weights is None:
             return reparameterize(self.mu, self.logvar)
-        k, b, m = self.weights.shape
-        empty = self.weights.sum(-1) == 0
-        weights = torch.where(empty[..., None], torch.ones_like(self.weights), self.weights)
-        component = sample_component(weights.reshape(k * b, m)).reshape(k, b)
-        rows = torch.arange(b, device=self.mu.device).expand(k, b)
-        z = reparameterize(self.mu[component, rows], self.logvar[component, rows])
-        return torch.where(empty[..., None], standard_normal_like(z), z)
+        return sample_mixture(self.mu, self.logvar, self.weights)
 
 
 def subset_posteriors(
