@@ -291,8 +291,9 @@ class CelebA:
     def _standin(self, cfg: DataConfig, split: str) -> MultimodalDataset:
         tensors = standin_scenes(cfg, split)
         names, values = binary_attributes(tensors["attributes"].numpy())
+        text = encode_attribute_texts(names, values, cfg.seed, split, _random_start(cfg))
         return MultimodalDataset(
-            {"image": tensors["image"], "text": encode_attribute_texts(names, values, cfg.seed, split, _random_start(cfg))},
+            {"image": tensors["image"], "text": text},
             MODALITIES,
             tensors["labels"],
             name=f"{self.name}/{split} (scenes stand-in)",
@@ -303,7 +304,8 @@ class CelebA:
         )
 
     def cache_spec(self, cfg: DataConfig, split: str) -> dict[str, Any]:
-        """The folder, seed and ``random_text_start`` (text placement) and a digest of the tables and every image file."""
+        """The folder, the text placement (seed, ``random_text_start``) and a digest of the tables
+        and every image file."""
         base = celeba_dir(self._root(cfg))
         tables = [_table_path(base, "list_attr_celeba"), _table_path(base, "list_eval_partition")]
         return {
