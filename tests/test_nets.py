@@ -1,6 +1,8 @@
-"""Network shapes and architectures: the MNIST-SVHN-Text networks."""
+"""Network shapes and architectures; in-place ReLUs in every registered network."""
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
@@ -218,3 +220,50 @@ def test_normalised_sequence_network_keeps_examples_apart() -> None:
 def test_normalised_sequence_network_config_errors_name_it() -> None:
     with pytest.raises(ConfigError, match="'caption_conv_norm' takes token sequences"):
         build_networks(ModalityConfig("t", [3, 8, 8], "caption_conv_norm", "categorical", vocab_size=71), D)
+
+
+# --------------------------------------------------------------------------------------------
+# in-place ReLUs: the same function and gradients as out-of-place ones, in every network
+
+EVERY_NETWORK = [
+    ModalityConfig("image", [3, 20, 12], "generic_conv", "laplace"),
+    ModalityConfig("vector", [7], "generic_mlp", "normal"),
+    ModalityConfig("tokens", [10], "generic_tokens", "categorical", vocab_size=13),
+    ModalityConfig("image", [3, 64, 64], "images64_conv", "laplace"),
+    MNIST,
+    SVHN,
+    TEXT,
+    ModalityConfig("m0", [3, 28, 28], "polymnist_conv", "laplace"),
+    ModalityConfig("m0", [3, 28, 28], "polymnist_multivae", "laplace"),
+    ModalityConfig("caption", [32], "caption_conv", "categorical", vocab_size=55),
+    ModalityConfig("text", [64], "caption_conv_norm", "categorical", vocab_size=71),
+]
+
+
+def test_every_registered_network_is_covered() -> None:
+    assert {m.network for m in EVERY_NETWORK} == set(NETWORKS)
+
+
+@pytest.mark.parametrize("modality", EVERY_NETWORK, ids=lambda m: m.network)
+def test_in_place_relus_give_the_out_of_place_values_and_gradients(modality: ModalityConfig) -> None:
+    torch.manual_seed(0)
+    in_place = build_networks(modality, D)
+    out_of_place = copy.deepcopy(in_place)
+    relus = [m for net in out_of_place for m in net.modules() if isinstance(m, nn.ReLU)]
+    assert relus and all(m.inplace for m in relus), "every network's ReLUs are in place"
+    for m in relus:
+        m.inplace = False
+    if modality.likelihood == "categorical":
+        x = torch.randint(0, modality.vocab_size or 2, (4, *modality.shape))
+    else:
+        x = torch.rand(4, *modality.shape)
+    losses = []
+    for encoder, decoder in (in_place, out_of_place):
+        mu, logvar = encoder(x)
+        loss = decoder(mu + logvar.exp()).square().mean()
+        loss.backward()
+        losses.append(loss)
+    torch.testing.assert_close(losses[0], losses[1], rtol=0, atol=0)
+    for net, reference in zip(in_place, out_of_place):
+        for (name, p), q in zip(net.named_parameters(), reference.parameters()):
+            torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=0, msg=f"{modality.network}: {name}")

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from ..config import ModalityConfig
 from ..errors import ConfigError
 from . import register_network
+from .layers import relu
 from .polymnist import GaussianHead
 
 HIDDEN = 512
@@ -58,9 +59,9 @@ class ConvEncoder(nn.Module):
         widths = [channels, *WIDTHS[: len(sizes) - 1]]
         layers: list[nn.Module] = []
         for c_in, c_out in itertools.pairwise(widths):
-            layers += [_conv(len(size))(c_in, c_out, 3, 2, 1), nn.ReLU()]
+            layers += [_conv(len(size))(c_in, c_out, 3, 2, 1), relu()]
         features = widths[-1] * math.prod(sizes[-1])
-        self.features = nn.Sequential(*layers, nn.Flatten(), nn.Linear(features, HIDDEN), nn.ReLU())
+        self.features = nn.Sequential(*layers, nn.Flatten(), nn.Linear(features, HIDDEN), relu())
         self.head = GaussianHead(HIDDEN, latent_dim)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -80,7 +81,7 @@ class ConvDecoder(nn.Module):
         ]
         for i in range(len(sizes) - 1, 0, -1):
             padding = tuple(big - 2 * small + 1 for big, small in zip(sizes[i - 1], sizes[i]))
-            layers += [nn.ReLU(), _conv_transpose(len(size))(widths[i], widths[i - 1], 3, 2, 1, output_padding=padding)]
+            layers += [relu(), _conv_transpose(len(size))(widths[i], widths[i - 1], 3, 2, 1, output_padding=padding)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: Tensor) -> Tensor:
@@ -116,7 +117,7 @@ class MLPEncoder(nn.Module):
     def __init__(self, shape: Sequence[int], latent_dim: int) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Flatten(), nn.Linear(math.prod(shape), HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, HIDDEN), nn.ReLU()
+            nn.Flatten(), nn.Linear(math.prod(shape), HIDDEN), relu(), nn.Linear(HIDDEN, HIDDEN), relu()
         )
         self.head = GaussianHead(HIDDEN, latent_dim)
 
@@ -130,7 +131,7 @@ class MLPDecoder(nn.Module):
     def __init__(self, shape: Sequence[int], latent_dim: int) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(latent_dim, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, HIDDEN), nn.ReLU(),
+            nn.Linear(latent_dim, HIDDEN), relu(), nn.Linear(HIDDEN, HIDDEN), relu(),
             nn.Linear(HIDDEN, math.prod(shape)), nn.Unflatten(1, tuple(shape)),
         )  # fmt: skip
 

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from ..config import ModalityConfig
 from ..errors import ConfigError
 from . import register_network
+from .layers import relu
 from .polymnist import GaussianHead
 
 SHAPE = [3, 64, 64]
@@ -27,8 +28,8 @@ class Image64Encoder(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         for c_in, c_out in zip((3, *CHANNELS[:-1]), CHANNELS, strict=True):
-            layers += [nn.Conv2d(c_in, c_out, 4, 2, 1), nn.ReLU()]
-        self.features = nn.Sequential(*layers, nn.Flatten(), nn.Linear(FEATURES, 512), nn.ReLU())
+            layers += [nn.Conv2d(c_in, c_out, 4, 2, 1), relu()]
+        self.features = nn.Sequential(*layers, nn.Flatten(), nn.Linear(FEATURES, 512), relu())
         self.head = GaussianHead(512, latent_dim)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -42,13 +43,13 @@ class Image64Decoder(nn.Module):
     def __init__(self, latent_dim: int) -> None:
         super().__init__()
         layers: list[nn.Module] = [
-            nn.Linear(latent_dim, FEATURES), nn.ReLU(), nn.Unflatten(1, (CHANNELS[-1], 4, 4)),
+            nn.Linear(latent_dim, FEATURES), relu(), nn.Unflatten(1, (CHANNELS[-1], 4, 4)),
         ]  # fmt: skip
         outs = (*CHANNELS[-2::-1], 3)
         for i, (c_in, c_out) in enumerate(zip(CHANNELS[::-1], outs, strict=True)):
             layers.append(nn.ConvTranspose2d(c_in, c_out, 4, 2, 1))
             if i < len(outs) - 1:
-                layers.append(nn.ReLU())
+                layers.append(relu())
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: Tensor) -> Tensor:

@@ -14,7 +14,7 @@ from ..config import ModalityConfig
 from ..data.text import VOCAB_SIZE
 from ..errors import ConfigError
 from . import register_network
-from .layers import WholeInputConv2d, WholeOutputConvTranspose2d
+from .layers import WholeInputConv2d, WholeOutputConvTranspose2d, relu
 from .polymnist import GaussianHead
 
 MNIST_SHAPE = [1, 28, 28]
@@ -29,7 +29,7 @@ class MNISTEncoder(nn.Module):
 
     def __init__(self, latent_dim: int) -> None:
         super().__init__()
-        self.features = nn.Sequential(nn.Flatten(), nn.Linear(784, HIDDEN), nn.ReLU())
+        self.features = nn.Sequential(nn.Flatten(), nn.Linear(784, HIDDEN), relu())
         self.head = GaussianHead(HIDDEN, latent_dim)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -42,7 +42,7 @@ class MNISTDecoder(nn.Module):
     def __init__(self, latent_dim: int, sigmoid: bool) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(latent_dim, HIDDEN), nn.ReLU(),
+            nn.Linear(latent_dim, HIDDEN), relu(),
             nn.Linear(HIDDEN, 784), *([nn.Sigmoid()] if sigmoid else []),
             nn.Unflatten(1, tuple(MNIST_SHAPE)),
         )  # fmt: skip
@@ -58,10 +58,10 @@ class SVHNEncoder(nn.Module):
     def __init__(self, latent_dim: int) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 32, 4, 2, 1), nn.ReLU(),
-            nn.Conv2d(32, 64, 4, 2, 1), nn.ReLU(),
-            nn.Conv2d(64, 64, 4, 2, 1), nn.ReLU(),
-            WholeInputConv2d(64, FEATURES, 4, 2, 0), nn.ReLU(),  # 4x4 -> 1x1: a matmul
+            nn.Conv2d(3, 32, 4, 2, 1), relu(),
+            nn.Conv2d(32, 64, 4, 2, 1), relu(),
+            nn.Conv2d(64, 64, 4, 2, 1), relu(),
+            WholeInputConv2d(64, FEATURES, 4, 2, 0), relu(),  # 4x4 -> 1x1: a matmul
             nn.Flatten(),
         )  # fmt: skip
         self.head = GaussianHead(FEATURES, latent_dim)
@@ -77,10 +77,10 @@ class SVHNDecoder(nn.Module):
     def __init__(self, latent_dim: int) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(latent_dim, FEATURES), nn.Unflatten(1, (FEATURES, 1, 1)), nn.ReLU(),
-            WholeOutputConvTranspose2d(FEATURES, 64, 4, 1, 0), nn.ReLU(),  # 1x1 -> 4x4: a matmul
-            nn.ConvTranspose2d(64, 64, 4, 2, 1), nn.ReLU(),
-            nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.ReLU(),
+            nn.Linear(latent_dim, FEATURES), nn.Unflatten(1, (FEATURES, 1, 1)), relu(),
+            WholeOutputConvTranspose2d(FEATURES, 64, 4, 1, 0), relu(),  # 1x1 -> 4x4: a matmul
+            nn.ConvTranspose2d(64, 64, 4, 2, 1), relu(),
+            nn.ConvTranspose2d(64, 32, 4, 2, 1), relu(),
             nn.ConvTranspose2d(32, 3, 4, 2, 1),
         )  # fmt: skip
 
@@ -96,9 +96,9 @@ class TextEncoder(nn.Module):
     def __init__(self, latent_dim: int) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv1d(VOCAB_SIZE, FEATURES, 1), nn.ReLU(),
-            nn.Conv1d(FEATURES, FEATURES, 4, 2, 1), nn.ReLU(),
-            nn.Conv1d(FEATURES, FEATURES, 4, 2, 0), nn.ReLU(),
+            nn.Conv1d(VOCAB_SIZE, FEATURES, 1), relu(),
+            nn.Conv1d(FEATURES, FEATURES, 4, 2, 1), relu(),
+            nn.Conv1d(FEATURES, FEATURES, 4, 2, 0), relu(),
             nn.Flatten(),
         )  # fmt: skip
         self.head = GaussianHead(FEATURES, latent_dim)
@@ -116,8 +116,8 @@ class TextDecoder(nn.Module):
         super().__init__()
         self.net = nn.Sequential(
             nn.Linear(latent_dim, FEATURES), nn.Unflatten(1, (FEATURES, 1)),
-            nn.ConvTranspose1d(FEATURES, FEATURES, 4, 1, 0), nn.ReLU(),
-            nn.ConvTranspose1d(FEATURES, FEATURES, 4, 2, 1), nn.ReLU(),
+            nn.ConvTranspose1d(FEATURES, FEATURES, 4, 1, 0), relu(),
+            nn.ConvTranspose1d(FEATURES, FEATURES, 4, 2, 1), relu(),
             nn.Conv1d(FEATURES, VOCAB_SIZE, 1),
         )  # fmt: skip
 

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from ..config import ModalityConfig
 from ..errors import ConfigError
 from . import register_network
-from .layers import WholeInputConv2d
+from .layers import WholeInputConv2d, relu
 
 SHAPE = [3, 28, 28]
 
@@ -28,9 +28,9 @@ class GaussianHead(nn.Module):
 def conv_features() -> list[nn.Module]:
     """Conv(3,32,3,2,1) ReLU Conv(32,64,3,2,1) ReLU Conv(64,128,3,2,1) ReLU: 3x28x28 -> 128x4x4."""
     return [
-        nn.Conv2d(3, 32, 3, 2, 1), nn.ReLU(),
-        nn.Conv2d(32, 64, 3, 2, 1), nn.ReLU(),
-        nn.Conv2d(64, 128, 3, 2, 1), nn.ReLU(),
+        nn.Conv2d(3, 32, 3, 2, 1), relu(),
+        nn.Conv2d(32, 64, 3, 2, 1), relu(),
+        nn.Conv2d(64, 128, 3, 2, 1), relu(),
     ]  # fmt: skip
 
 
@@ -40,7 +40,7 @@ class PolyMNISTEncoder(nn.Module):
 
     def __init__(self, latent_dim: int) -> None:
         super().__init__()
-        self.features = nn.Sequential(*conv_features(), nn.Flatten(), nn.Linear(2048, 512), nn.ReLU())
+        self.features = nn.Sequential(*conv_features(), nn.Flatten(), nn.Linear(2048, 512), relu())
         self.head = GaussianHead(512, latent_dim)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -54,10 +54,10 @@ class PolyMNISTDecoder(nn.Module):
     def __init__(self, latent_dim: int) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(latent_dim, 2048), nn.ReLU(),
+            nn.Linear(latent_dim, 2048), relu(),
             nn.Unflatten(1, (128, 4, 4)),
-            nn.ConvTranspose2d(128, 64, 3, 2, 1), nn.ReLU(),
-            nn.ConvTranspose2d(64, 32, 3, 2, 1, output_padding=1), nn.ReLU(),
+            nn.ConvTranspose2d(128, 64, 3, 2, 1), relu(),
+            nn.ConvTranspose2d(64, 32, 3, 2, 1, output_padding=1), relu(),
             nn.ConvTranspose2d(32, 3, 3, 2, 1, output_padding=1),
         )  # fmt: skip
 

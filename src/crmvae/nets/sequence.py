@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from ..config import ModalityConfig
 from ..errors import ConfigError
 from . import register_network
+from .layers import relu
 from .polymnist import GaussianHead
 
 EMBEDDING = 128
@@ -45,7 +46,7 @@ def _widths(k: int) -> list[int]:
 
 def _stage(conv: nn.Module, channels: int, normalize: bool) -> list[nn.Module]:
     """``conv`` [GroupNorm(1, channels)] ReLU."""
-    return [conv, *([nn.GroupNorm(1, channels)] if normalize else []), nn.ReLU()]
+    return [conv, *([nn.GroupNorm(1, channels)] if normalize else []), relu()]
 
 
 class SequenceEncoder(nn.Module):
@@ -60,7 +61,7 @@ class SequenceEncoder(nn.Module):
         for c_in, c_out in zip([EMBEDDING, *widths[:-1]], widths, strict=True):
             layers += _stage(nn.Conv1d(c_in, c_out, 4, 2, 1), c_out, normalize)
         self.features = nn.Sequential(
-            *layers, nn.Flatten(), nn.Linear(widths[-1] * BOTTOM, 512), nn.ReLU()
+            *layers, nn.Flatten(), nn.Linear(widths[-1] * BOTTOM, 512), relu()
         )
         self.head = GaussianHead(512, latent_dim)
 
@@ -77,7 +78,7 @@ class SequenceDecoder(nn.Module):
         super().__init__()
         widths = _widths(downsamplings(length))[::-1]
         layers: list[nn.Module] = [
-            nn.Linear(latent_dim, widths[0] * BOTTOM), nn.ReLU(), nn.Unflatten(1, (widths[0], BOTTOM)),
+            nn.Linear(latent_dim, widths[0] * BOTTOM), relu(), nn.Unflatten(1, (widths[0], BOTTOM)),
         ]  # fmt: skip
         for c_in, c_out in zip(widths, [*widths[1:], EMBEDDING], strict=True):
             layers += _stage(nn.ConvTranspose1d(c_in, c_out, 4, 2, 1), c_out, normalize)
