@@ -302,10 +302,10 @@ def test_binary_attributes_known_answer() -> None:
     names, values = binary_attributes(np.array([two, one]))
     assert len(names) == len(set(names)) == 53 and values.dtype == bool
     assert attribute_text(names, values[0]) == (
-        "two objects, star, red, large, left, second circle, second blue, second small, second top, "
-        "yellow background, striped"
+        "yellow background, striped, two objects, star, red, large, left, second circle, second blue, "
+        "second small, second top"
     )
-    assert attribute_text(names, values[1]) == "cross, orange, small, centre, black background, dotted"
+    assert attribute_text(names, values[1]) == "black background, dotted, cross, orange, small, centre"
 
 
 def test_cub_preset_vocabulary_follows_the_data(tmp_path: Path) -> None:

@@ -15,8 +15,8 @@ alphabet (:mod:`crmvae.data.text`).
 ``attributes`` = the 40 attributes (bool ``[N, 40]``); there are no class labels.
 
 Without ``data.root``: the captioned scenes (:mod:`crmvae.data.scenes`) in CelebA form. Their 11
-attributes become 53 binary ones (:func:`binary_attributes`: ``two_objects``, ``circle``, ``red``,
-``large``, ``left``, ``second_star``..., ``blue_background``, ``striped``...), written as text by
+attributes become 53 binary ones (:func:`binary_attributes`: ``blue_background``, ``striped``...,
+``two_objects``, ``circle``, ``red``, ``large``, ``left``, ``second_star``...), written as text by
 the same rule; ``labels`` = the main shape.
 """
 
@@ -66,6 +66,13 @@ BINARY_FORMS: dict[str, str] = {
     "shape2": "second_{}", "colour2": "second_{}", "size2": "second_{}", "position2": "second_{}",
     "background": "{}_background", "texture": "{}",
 }  # fmt: skip
+#: The order of the stand-in's binary attributes, and so of its text: the scene (background,
+#: texture) before the objects. The text network learns the head of the string first; with the
+#: background last, short runs never encoded it from the text, while the image latent holds it.
+TEXT_ORDER = (
+    "background", "texture", "objects", "shape", "colour", "size", "position",
+    "shape2", "colour2", "size2", "position2",
+)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -117,14 +124,20 @@ def attribute_text_parser(names: Sequence[str]) -> Callable[[list[str]], Tensor]
 
 
 def binary_attributes(attributes: np.ndarray) -> tuple[list[str], np.ndarray]:
-    """Scene attributes ``int64 [N, 11]`` as binary ones ``bool [N, 53]`` and their names:
-    ``two_objects = (objects == 2)``, then per other attribute ``a`` and value ``v``
-    ``(a == v)`` named by :data:`BINARY_FORMS` (an absent second object sets none of its own)."""
-    names, columns = ["two_objects"], [attributes[:, :1] == 2]
-    for j, key in enumerate(ATTRIBUTE_NAMES[1:], start=1):
-        values = ATTRIBUTE_VALUES[key]
-        names += [BINARY_FORMS[key].format(v) for v in values]
-        columns.append(attributes[:, j, None] == np.arange(len(values)))
+    """Scene attributes ``int64 [N, 11]`` as binary ones ``bool [N, 53]`` and their names, in the
+    order of :data:`TEXT_ORDER`: ``two_objects = (objects == 2)``, and per other attribute ``a``
+    and value ``v`` ``(a == v)`` named by :data:`BINARY_FORMS` (an absent second object sets
+    none of its own)."""
+    names, columns = [], []
+    for key in TEXT_ORDER:
+        column = attributes[:, ATTRIBUTE_NAMES.index(key), None]
+        if key == "objects":
+            names.append("two_objects")
+            columns.append(column == 2)
+        else:
+            values = ATTRIBUTE_VALUES[key]
+            names += [BINARY_FORMS[key].format(v) for v in values]
+            columns.append(column == np.arange(len(values)))
     return names, np.concatenate(columns, axis=1)
 
 
