@@ -51,8 +51,10 @@ def _cub_modalities(cfg: DataConfig) -> list[ModalityConfig]:
 
 
 def _celeba_modalities() -> list[ModalityConfig]:
-    """The 256-character text needs six conv stages, normalised (:mod:`crmvae.nets.sequence`)."""
-    return _image_text_modalities("text", TEXT_LENGTH, VOCAB_SIZE, "caption_conv_norm")
+    """The 256-character text takes ``generic_tokens`` (five stride-2 convs, widths 32 to 256):
+    in a text-only VAE it carried the words far sooner than the six-stage caption stacks
+    (:mod:`crmvae.nets.sequence`) and costs a sixth of their time per step."""
+    return _image_text_modalities("text", TEXT_LENGTH, VOCAB_SIZE, "generic_tokens")
 
 
 def _mnist_svhn_text_modalities(weighted: bool = False) -> list[ModalityConfig]:
@@ -107,6 +109,13 @@ _IMAGE_TEXT_CPU_SHORT: dict[str, Any] = {
     "model": {"latent_dim": 64, "objective_params": {"beta": 0.1}},
     "train": {"epochs": 6, "batch_size": 128, "lr": 1e-3},
 }
+# CelebA form: the scenes' cpu-short settings, every text at start 0. With the reference's random
+# start the latents stayed at chance after 6 passes (cosine paired difference +0.000 +- 0.002); at
+# start 0 they align (+0.35 +- 0.01), 15 min (README, "Datasets"). The paper preset keeps the start.
+_CELEBA_CPU_SHORT: dict[str, Any] = {
+    **_IMAGE_TEXT_CPU_SHORT,
+    "data": {**_IMAGE_TEXT_CPU_SHORT["data"], "params": {"random_text_start": False}},
+}
 
 # Your own data (`crmvae train --data PATH`): the paper's image-caption settings above; cpu-short
 # as for the other datasets (beta 0.1, lr 1e-3, batch 128), 10 epochs of whatever size the data has.
@@ -145,10 +154,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "scenes": {"paper": _CUB_PAPER, "cpu-short": _IMAGE_TEXT_CPU_SHORT},
     "cub": {"paper": _CUB_PAPER, "cpu-short": _IMAGE_TEXT_CPU_SHORT},
-    # The CelebA form takes the scenes' cpu-short settings. With the plain six-stage text stack lr
-    # 1e-3 diverged (every term NaN at step 12-17); the normalised one (`caption_conv_norm`) trains
-    # through: 6 passes in 27-31 min (73-77 ex/s), latents still at chance (README, "Datasets").
-    "celeba": {"paper": _CELEBA_PAPER, "cpu-short": _IMAGE_TEXT_CPU_SHORT},
+    "celeba": {"paper": _CELEBA_PAPER, "cpu-short": _CELEBA_CPU_SHORT},
     "user": {"paper": _CUB_PAPER, "cpu-short": _USER_CPU_SHORT},
     "mnist_svhn_text": {
         "paper": _MST_PAPER,
