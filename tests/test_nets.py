@@ -241,7 +241,9 @@ EVERY_NETWORK = [
 
 
 def test_every_registered_network_is_covered() -> None:
-    assert {m.network for m in EVERY_NETWORK} == set(NETWORKS)
+    """Every network the library registers (other test modules register their own)."""
+    library = {name for name, factory in NETWORKS.items() if factory.__module__.startswith("crmvae.")}
+    assert {m.network for m in EVERY_NETWORK} == library
 
 
 @pytest.mark.parametrize("modality", EVERY_NETWORK, ids=lambda m: m.network)
