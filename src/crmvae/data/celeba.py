@@ -67,8 +67,9 @@ BINARY_FORMS: dict[str, str] = {
     "background": "{}_background", "texture": "{}",
 }  # fmt: skip
 #: The order of the stand-in's binary attributes, and so of its text: the scene (background,
-#: texture) before the objects. The text network learns the head of the string first; with the
-#: background last, short runs never encoded it from the text, while the image latent holds it.
+#: texture), which the image latent holds from the first pass, before the objects, so that it
+#: stands at a fixed place at the head of a text at start 0 (README, "Datasets": its own share of
+#: the short run's alignment is not measured).
 TEXT_ORDER = (
     "background", "texture", "objects", "shape", "colour", "size", "position",
     "shape2", "colour2", "size2", "position2",
