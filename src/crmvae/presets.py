@@ -53,7 +53,7 @@ def _cub_modalities(cfg: DataConfig) -> list[ModalityConfig]:
 def _celeba_modalities() -> list[ModalityConfig]:
     """The 256-character text takes ``generic_tokens`` (five stride-2 convs, widths 32 to 256):
     in a text-only VAE it carried the words far sooner than the six-stage caption stacks
-    (:mod:`crmvae.nets.sequence`) and costs a sixth of their time per step."""
+    (:mod:`crmvae.nets.sequence`), at under a third of their time per step (0.19 s against 0.64)."""
     return _image_text_modalities("text", TEXT_LENGTH, VOCAB_SIZE, "generic_tokens")
 
 
