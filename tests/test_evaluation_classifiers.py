@@ -43,6 +43,24 @@ def test_training_learns_a_separable_task() -> None:
     assert classifier_accuracy(untrained, test) < 0.6
 
 
+def test_training_off_a_terminal_reports_each_epoch(capsys: pytest.CaptureFixture[str]) -> None:
+    """Where the progress bar is silent (stderr is not a terminal), each epoch writes a line with
+    the mean cross-entropy per modality, examples/s and the ETA; on a learnable task the loss falls."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 4, (400,), generator=g)
+    vectors = torch.randn(400, 6, generator=g) * 0.3 + torch.nn.functional.one_hot(labels, 6).float() * 2
+    spec = ModalitySpec("v", "vector", (6,))
+    data = MultimodalDataset({"v": vectors}, [spec], labels)
+    train_classifiers(data, {"v": "mlp"}, 4, ClassifierConfig(epochs=3, batch_size=32), progress=True)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert [line.split(" cross-entropy")[0] for line in lines] == [f"classifiers: epoch {i}/3" for i in (1, 2, 3)]
+    assert all(" ex/s | ETA " in line for line in lines) and lines[-1].endswith("ETA 0:00:00")
+    losses = [float(line.split("cross-entropy v ")[1].split()[0]) for line in lines]
+    assert losses[2] < losses[0]
+    train_classifiers(data, {"v": "mlp"}, 4, ClassifierConfig(epochs=1, batch_size=32), progress=False)
+    assert capsys.readouterr().err == ""
+
+
 def test_the_image_classifier_finds_the_main_shape_on_textured_scenes() -> None:
     """The generic image classifier learns the scenes' main shape (5 classes, chance 0.2) from
     1,500 scenes in 3 epochs; the plain conv stack with an average pool it replaced stayed at
