@@ -205,3 +205,18 @@ def test_evaluation_moves_batches_in_the_training_layout(run, monkeypatch: pytes
     assert nhwc.keys() == nchw.keys()
     for name in nchw:
         assert nhwc[name] == pytest.approx(nchw[name], rel=1e-5, abs=1e-4), name
+
+
+def test_progress_off_a_terminal_is_a_final_line_between_intervals(capsys: pytest.CaptureFixture[str]) -> None:
+    """Off a terminal a progress bar becomes plain lines: within one interval, iterating writes
+    just the closing line (count, percentage, rate, ETA, values); a disabled bar writes nothing."""
+    from crmvae.training.progress import ProgressLines, progress_bar
+
+    bar = progress_bar(range(5), desc="FID real m0", enabled=True)
+    assert isinstance(bar, ProgressLines)  # pytest's captured stderr is not a terminal
+    bar.set_postfix({"batch": 64})
+    assert list(bar) == [0, 1, 2, 3, 4]
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("FID real m0: 5/5 (100%) ") and line.endswith(" it/s ETA 0:00:00 | batch 64")
+    assert list(progress_bar(range(3), desc="quiet", enabled=False)) == [0, 1, 2]
+    assert capsys.readouterr().err == ""

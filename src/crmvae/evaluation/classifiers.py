@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
@@ -30,7 +29,7 @@ from ..data import MultimodalDataset, load_dataset
 from ..data.base import ModalitySpec, to_model_input
 from ..errors import ConfigError, DataError
 from ..seeding import private_rng
-from ..training.progress import format_duration, progress_bar
+from ..training.progress import progress_bar
 from .cache import cache_file, dataset_identity, read_cached, write_cached
 
 log = logging.getLogger(__name__)
@@ -264,9 +263,6 @@ def train_classifiers(
         steps = epochs * train.num_batches(config.batch_size)
         schedules = {m: torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1)) for m, opt in optimizers.items()}
         generator = torch.Generator().manual_seed(config.seed)
-        # Off a terminal the bar is silent (see progress_bar): a plain line per epoch instead.
-        epoch_lines = progress and not sys.stderr.isatty()
-        start = time.perf_counter()
         with progress_bar(total=steps, desc="classifiers", enabled=progress) as bar:
             for epoch in range(epochs):
                 loss_sums = {m: torch.zeros(()) for m in nets}
@@ -284,18 +280,11 @@ def train_classifiers(
                             loss_counts[m] += 1
                         schedules[m].step()
                     bar.update()
-                if epoch_lines:
-                    means = {m: float(loss_sums[m]) / max(loss_counts[m], 1) for m in nets}
-                    print(_epoch_line(epoch + 1, epochs, means, (epoch + 1) * len(train), time.perf_counter() - start),
-                          file=sys.stderr, flush=True)
+                if progress:  # the last epoch's mean cross-entropy per modality, read once per epoch
+                    bar.set_postfix({"epoch": f"{epoch + 1}/{epochs}"} | {
+                        f"loss/{m}": f"{float(loss_sums[m]) / max(loss_counts[m], 1):.3f}" for m in nets
+                    })
     return nets
-
-
-def _epoch_line(done: int, epochs: int, mean_losses: Mapping[str, float], examples: int, seconds: float) -> str:
-    """``classifiers: epoch 2/5 cross-entropy m0 0.412 m1 0.398 | 1234 ex/s | ETA 0:03:10``."""
-    losses = " ".join(f"{m} {v:.3f}" for m, v in mean_losses.items())
-    eta = format_duration(seconds * (epochs - done) / done)
-    return f"classifiers: epoch {done}/{epochs} cross-entropy {losses} | {examples / max(seconds, 1e-9):.0f} ex/s | ETA {eta}"
 
 
 @torch.no_grad()
