@@ -96,7 +96,11 @@ def test_translated_digits_get_a_translation_invariant_classifier_and_their_own_
 
 
 def test_classifiers_are_cached_beside_the_data_and_reused(digits: DataConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Trained or loaded, the classifiers leave the global RNG as they found it (an evaluation
+    draws its samples from it after getting them)."""
+    rng = torch.get_rng_state()
     first = load_or_train_classifiers(digits, QUICK)
+    assert torch.equal(torch.get_rng_state(), rng)
     assert sorted(first) == [f"m{k}" for k in range(5)]
     path = classifier_cache_path(digits, QUICK, {m: "polymnist" for m in first})
     assert path.is_file() and path.parent == Path(digits.data_dir)
@@ -107,6 +111,7 @@ def test_classifiers_are_cached_beside_the_data_and_reused(digits: DataConfig, m
 
     monkeypatch.setattr(clf, "train_classifiers", fail)
     again = load_or_train_classifiers(digits, QUICK)
+    assert torch.equal(torch.get_rng_state(), rng)
     assert {m: c.test_accuracy for m, c in again.items()} == {m: c.test_accuracy for m, c in first.items()}
     x = torch.rand(8, 3, 28, 28)
     assert torch.equal(again["m3"].predict(x), first["m3"].predict(x))

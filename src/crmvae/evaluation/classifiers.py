@@ -359,7 +359,11 @@ def load_or_train_classifiers(
 
 
 def _restore(spec: ModalitySpec, entry: dict[str, Any], num_classes: int) -> Classifier:
-    net = build_classifier(entry["architecture"], spec, num_classes)
+    """A cached classifier. Its net is built in a private RNG stream, as training builds it: the
+    random initialisation that the loaded weights replace must not advance the caller's stream, or
+    an evaluation's samples would depend on whether the classifiers came from the cache."""
+    with private_rng(0, torch.device("cpu")):
+        net = build_classifier(entry["architecture"], spec, num_classes)
     net.load_state_dict(entry["state"])
     return Classifier(spec, entry["architecture"], net.eval(), num_classes, entry["test_accuracy"])
 
