@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from PIL import Image
 
 from crmvae.cli import main
@@ -17,14 +18,17 @@ from crmvae.config import load_config
 from crmvae.errors import ConfigError
 from crmvae.evaluation.compare import (
     COMPARE_FILE,
-    EVALUATION_FILE,
     CompareConfig,
     aggregate,
     mean_std,
     run_comparison,
     run_dir,
 )
+from crmvae.evaluation.evaluate import EvalConfig
+from crmvae.evaluation.records import settings_sha256
 from crmvae.evaluation.report import build_tables, format_cell, write_report
+from crmvae.presets import build_run_config
+from crmvae.training import train
 
 TINY_BUDGET = [
     "data.params.source=digits", "data.train_size=64", "data.test_size=32", "model.latent_dim=8",
@@ -78,7 +82,7 @@ def test_aggregate_over_seeds_and_fid_means_over_targets() -> None:
 
 
 def constructed_comparison(tmp_path: Path) -> dict[str, Any]:
-    """Two models x two seeds with hand-picked results; run dirs that hold grids."""
+    """Two models x two seeds with hand-picked results; records that hold grids."""
     results = {
         ("good", 0): fake_result([0.5, 0.6], 0.30, {"m0": [10.0, 20.0, 30.0]}, [0.7, 0.8, 0.9]),
         ("good", 1): fake_result([0.7, 0.8], 0.50, {"m0": [20.0, 20.0, 20.0]}, [0.9, 0.8, 0.7]),
@@ -87,21 +91,21 @@ def constructed_comparison(tmp_path: Path) -> dict[str, Any]:
     }
     runs = []
     for (model, seed), result in results.items():
-        out = tmp_path / "runs" / model / f"seed{seed}"
-        (out / "grids").mkdir(parents=True)
-        for name in ("prior_samples.png", "from_m0.png"):
-            Image.new("RGB", (20, 10), (seed * 100, 0, 0)).save(out / "grids" / name)
+        record = f"records/{model}/seed{seed}/epoch1.json"
+        (tmp_path / "report" / record).parent.mkdir(parents=True)
+        Image.new("RGB", (20, 10), (seed * 100, 0, 0)).save((tmp_path / "report" / record).with_suffix(".png"))
         runs.append({
-            "model": model, "seed": seed, "run_dir": str(out), "status": "new", "train_seconds": 3.0,
-            "eval_seconds": 4.0, "eval_cached": False, "result": result,
-            "summary": {"global_step": 10, "test_loss": 100.0 + seed, "wall_time_s": 3.0},
+            "model": model, "seed": seed, "epochs": 1, "record": record, "train_seconds": 3.0,
+            "eval_seconds": 4.0, "result": result, "cpu": "cpu", "settings": "ab / cd",
+            "summary": {"global_step": 10, "test_loss": 100.0 + seed, "wall_time_s": 3.0, "examples_seen": 64},
             "run_config": {"model": {"modalities": [{"name": "m0"}, {"name": "m1"}, {"name": "m2"}]}},
         })
-    config = {"dataset": "polymnist", "models": ["good", "bad"], "seeds": [0, 1], "preset": "cpu-short",
+    config = {"dataset": "toy", "models": ["good", "bad"], "seeds": [0, 1], "preset": "cpu-short",
               "budget": ["train.epochs=1"], "eval": {"fid_samples": 50}, "out_dir": str(tmp_path / "report")}
     agg = {m: aggregate([r["result"] for r in runs if r["model"] == m]) for m in config["models"]}
     return {"config": config, "command": "crmvae compare --models good,bad", "versions": {"torch": "x"},
-            "runs": runs, "aggregate": agg, "seconds": 12.0}
+            "epochs": 1, "records": runs, "runs": runs, "aggregate": agg,
+            "curves": {m: {"1": agg[m]} for m in config["models"]}, "examples": {"good/1": 64, "bad/1": 64}}
 
 
 def table_rows(markdown: str, title: str) -> dict[str, list[str]]:
@@ -145,9 +149,9 @@ def test_report_tables_hold_hand_computed_mean_std_and_bold_the_best(tmp_path: P
         with Image.open(png) as image:
             image.verify()
             assert image.format == "PNG"
-    # the grids come from each model's lowest seed
-    with Image.open(tmp_path / "report" / "grids" / "bad" / "from_m0.png") as image:
-        assert image.getpixel((0, 0)) == (0, 0, 0)
+    # the grids are the records' of each model's lowest seed
+    assert paths["grids"]["bad"] == [tmp_path / "report" / "records" / "bad" / "seed0" / "epoch1.png"]
+    assert "| good | 0 | 1 | 64 | 3 | 4 | cpu | ab / cd | [records/good/seed0/epoch1.json](records/good/seed0/epoch1.json) |" in md
     assert json.loads(paths["results"].read_text()) == comparison
 
 
@@ -194,21 +198,26 @@ class CountingEvaluate:
     loss and seed; counts its calls."""
 
     def __init__(self) -> None:
-        self.calls: list[Path] = []
+        self.calls: list[tuple[Path, list[str] | None]] = []
 
     def __call__(self, out: Path, config: Any) -> dict[str, Any]:
-        self.calls.append(out)
+        self.calls.append((out, config.metrics))
         loss = json.loads((out / "summary.json").read_text())["test_loss"]
         seed = int(out.name.removeprefix("seed"))
         return {"n_test": 32, "joint_coherence": 1.0 / loss, "cross_coherence": {"by_size": {"1": 0.1 * (seed + 1)}}}
 
 
+STUDY_BUDGET = [b for b in TINY_BUDGET if not b.startswith("train.epochs=")]
+
+
 @pytest.fixture(scope="module")
 def study(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[CompareConfig, CountingEvaluate, dict]:
+    """crmvae and mvae, seeds 0 and 1, recorded at epochs 1 and 2 (2 steps an epoch)."""
     root = tmp_path_factory.mktemp("study")
     config = CompareConfig(
         dataset="polymnist", models=["crmvae", "mvae"], seeds=[0, 1], preset="cpu-short",
-        budget=[*TINY_BUDGET, f"data.data_dir={data_dir}", "train.max_steps=2"],
+        budget=[*STUDY_BUDGET, f"data.data_dir={data_dir}"], snapshots=[1, 2],
+        snapshot_metrics=["coherence"], eval=EvalConfig(metrics=["coherence", "similarity"]),
         out_dir=str(root / "report"), runs_dir=str(root / "runs"),
     )
     evaluate = CountingEvaluate()
@@ -217,56 +226,109 @@ def study(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Com
     return config, evaluate, comparison
 
 
-def test_study_trains_every_run_and_aggregates_over_seeds(study) -> None:
+def report_files(out: Path) -> dict[str, bytes]:
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def test_study_records_every_snapshot_and_aggregates_the_last(study) -> None:
     config, evaluate, _ = study
-    results = json.loads((Path(config.out_dir) / "results.json").read_text())
-    assert [(r["model"], r["seed"], r["status"]) for r in results["runs"]] == [
-        ("crmvae", 0, "new"), ("crmvae", 1, "new"), ("mvae", 0, "new"), ("mvae", 1, "new")]
-    assert len(evaluate.calls) == 4 and results["command"] == "test"
-    for r in results["runs"]:
-        out = run_dir(config, r["model"], r["seed"])
-        assert r["run_dir"] == str(out) and r["summary"]["global_step"] == 2
-        assert r["run_config"]["train"]["seed"] == r["seed"] and r["run_config"]["data"]["seed"] == 0
-        assert r["run_config"]["model"]["objective"] == r["model"]
-        assert r["result"]["joint_coherence"] == pytest.approx(1.0 / r["summary"]["test_loss"])
-        assert json.loads((out / EVALUATION_FILE).read_text())["entries"][0]["result"] == r["result"]
-    # the two seeds' runs differ (data and weights), and the aggregate is their mean +- std
+    out = Path(config.out_dir)
+    results = json.loads((out / "results.json").read_text())
+    assert [(r["model"], r["seed"], r["epochs"]) for r in results["records"]] == [
+        (m, s, e) for m in ("crmvae", "mvae") for s in (0, 1) for e in (1, 2)]
+    assert [(r["model"], r["seed"]) for r in results["runs"]] == [("crmvae", 0), ("crmvae", 1), ("mvae", 0), ("mvae", 1)]
+    # the last snapshot takes the full metrics, the others snapshot_metrics
+    assert [m for _, m in evaluate.calls] == [["coherence"], ["coherence", "similarity"]] * 4
+    for r in results["records"]:
+        record = json.loads((out / r["record"]).read_text())
+        assert record["summary"]["global_step"] == 2 * r["epochs"] and record["train_examples"] == 64 * r["epochs"]
+        assert record["run_config"]["train"]["epochs"] == r["epochs"] and record["run_config"]["train"]["seed"] == r["seed"]
+        assert record["run_config_sha256"] == settings_sha256(record["run_config"])
+        assert record["versions"]["torch"] and record["versions"]["cpu"]
+        with Image.open(out / r["record"].replace(".json", ".png")) as image:
+            assert image.format == "PNG"
     for model in config.models:
         values = [r["result"]["joint_coherence"] for r in results["runs"] if r["model"] == model]
         assert values[0] != values[1]
         cell = results["aggregate"][model]["joint_coherence"]
         assert cell["mean"] == pytest.approx(sum(values) / 2)
         assert cell["std"] == pytest.approx(abs(values[0] - values[1]) / math.sqrt(2))
-        assert results["aggregate"][model]["cross_coherence.by_size.1"]["mean"] == pytest.approx(0.15)
-    assert results["config"]["budget"] == config.budget and results["versions"]["torch"]
-    assert load_config(CompareConfig, Path(config.out_dir) / COMPARE_FILE) == config
-    md = (Path(config.out_dir) / "report.md").read_text()
-    assert "| crmvae | **0.150 ± 0.071** |" in md
-    for model in config.models:
-        assert (Path(config.out_dir) / "grids" / model / "prior_samples.png").is_file()
+        assert set(results["curves"][model]) == {"1", "2"}
+    md = (out / "report.md").read_text()
+    assert "| crmvae | **0.150 ± 0.071** |" in md and "## Records used" in md
+    claims = md.split("## Claims of the paper", 1)[1]  # polymnist's claims, decided on the fake scores
+    assert "| (c) | MVAE has the lowest cross-coherence |" in claims and "| (b) |" in claims
+    assert (out / "plots" / "learning_curves.png").is_file()
+    assert load_config(CompareConfig, out / COMPARE_FILE) == config
 
 
-def test_rerun_reuses_runs_and_cached_evaluations(study, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    config, evaluate, first = study
-    models = {r["run_dir"]: (Path(r["run_dir"]) / "model.pt").stat().st_mtime_ns for r in first["runs"]}
-    again = run_comparison(config, evaluate)
-    assert [r["status"] for r in again["runs"]] == ["finished"] * 4 and all(r["eval_cached"] for r in again["runs"])
-    assert len(evaluate.calls) == 4  # nothing evaluated again
-    assert {d: (Path(d) / "model.pt").stat().st_mtime_ns for d in models} == models  # nothing retrained
-    assert again["aggregate"] == first["aggregate"]
-    lines = capsys.readouterr().out.splitlines()
-    assert sum("reused" in line for line in lines) == 4 and sum("evaluation cached" in line for line in lines) == 4
-    # on a copy of one run: a longer budget resumes it (train.max_steps may change) and re-evaluates
-    copy = CompareConfig(**{**vars(config), "models": ["mvae"], "seeds": [1], "runs_dir": str(tmp_path / "runs")})
-    shutil.copytree(run_dir(config, "mvae", 1), run_dir(copy, "mvae", 1))
-    longer = CompareConfig(**{**vars(copy), "budget": [*config.budget[:-1], "train.max_steps=3"]})
-    resumed = run_comparison(longer, evaluate)
-    assert resumed["runs"][0]["status"] == "unfinished" and resumed["runs"][0]["summary"]["global_step"] == 3
-    assert len(evaluate.calls) == 5
-    # a changed configuration that cannot be resumed is refused, naming the difference
-    changed = CompareConfig(**{**vars(copy), "budget": [*config.budget, "train.lr=0.01"]})
-    with pytest.raises(ConfigError, match=r"train\.lr"):
-        run_comparison(changed, evaluate)
+def test_snapshots_are_the_states_of_one_uninterrupted_run(study, data_dir: Path, tmp_path: Path) -> None:
+    config, _, _ = study
+    direct = train(build_run_config("polymnist", "mvae", "cpu-short", [*config.budget, "train.seed=1", "train.epochs=2"]),
+                   tmp_path / "direct")
+    snapshots = torch.load(run_dir(config, "mvae", 1) / "model.pt", weights_only=True)["model"]
+    uninterrupted = torch.load(direct.model_path, weights_only=True)["model"]
+    assert snapshots.keys() == uninterrupted.keys()
+    assert all(torch.equal(snapshots[k], uninterrupted[k]) for k in snapshots)
+
+
+def test_rerun_with_the_records_trains_nothing_and_writes_the_same_report(study, tmp_path: Path) -> None:
+    config, _, _ = study
+    out = Path(config.out_dir)
+    before = report_files(out)
+    # with the runs folder gone, the records alone make the report
+    shutil.move(config.runs_dir, tmp_path / "runs")
+    try:
+        evaluate = CountingEvaluate()
+        write_report(run_comparison(config, evaluate, command="test"))
+        assert evaluate.calls == [] and not Path(config.runs_dir).exists()
+    finally:
+        shutil.rmtree(config.runs_dir, ignore_errors=True)
+        shutil.move(tmp_path / "runs", config.runs_dir)
+    assert report_files(out) == before
+    assert json.loads((out / "results.json").read_text()) == json.loads(before["results.json"])
+
+
+def test_more_seeds_train_only_what_is_missing(study, tmp_path: Path) -> None:
+    config, _, _ = study
+    copy = CompareConfig(**{**vars(config), "out_dir": str(tmp_path / "report"), "runs_dir": str(tmp_path / "runs")})
+    shutil.copytree(config.out_dir, copy.out_dir)
+    more = CompareConfig(**{**vars(copy), "models": ["mvae"], "seeds": [0, 2]})
+    evaluate = CountingEvaluate()
+    comparison = run_comparison(more, evaluate)
+    assert [out.name for out, _ in evaluate.calls] == ["seed2", "seed2"]
+    assert not run_dir(more, "mvae", 0).exists()
+    # every record in the folder joins the report, crmvae's too
+    assert comparison["config"]["models"] == ["mvae", "crmvae"]
+    assert sorted((r["model"], r["seed"]) for r in comparison["runs"]) == [
+        ("crmvae", 0), ("crmvae", 1), ("mvae", 0), ("mvae", 1), ("mvae", 2)]
+
+
+@pytest.mark.parametrize(("change", "keys"), [
+    ({"budget": [*STUDY_BUDGET, "train.lr=0.01"]}, "run.train.lr"),
+    ({"eval": EvalConfig(metrics=["coherence", "similarity"], n_test=16)}, "eval.n_test"),
+    ({"eval": EvalConfig(metrics=["coherence", "similarity", "probes"])}, "eval.metrics"),
+])
+def test_a_record_made_with_other_settings_is_refused(study, tmp_path: Path, change: dict[str, Any], keys: str) -> None:
+    config, _, _ = study
+    report = tmp_path / "report"
+    shutil.copytree(config.out_dir, report)
+    if "budget" in change:
+        change = {"budget": [*change["budget"], f"data.data_dir={config.budget[-1].split('=', 1)[1]}"]}
+    changed = CompareConfig(**{**vars(config), "out_dir": str(report), "runs_dir": str(tmp_path / "runs"), **change})
+    with pytest.raises(ConfigError, match=re.escape(keys)) as error:
+        run_comparison(changed, CountingEvaluate())
+    assert "records/crmvae/seed0/epoch" in str(error.value) and not (tmp_path / "runs").exists()
+
+
+def test_a_damaged_record_is_named(study, tmp_path: Path) -> None:
+    config, _, _ = study
+    report = tmp_path / "report"
+    shutil.copytree(config.out_dir, report)
+    (report / "records" / "mvae" / "seed1" / "epoch2.json").write_text("{not json")
+    changed = CompareConfig(**{**vars(config), "out_dir": str(report), "runs_dir": str(tmp_path / "runs")})
+    with pytest.raises(ConfigError, match=r"epoch2\.json: not a readable study record"):
+        run_comparison(changed, CountingEvaluate())
 
 
 @pytest.mark.slow
@@ -283,7 +345,7 @@ def test_cli_compare_with_the_real_metrics_reuses_the_runs(study, capsys: pytest
     assert main(args) == 0
     assert f"report: {out / 'report.html'}" in capsys.readouterr().out
     results = json.loads((out / "results.json").read_text())
-    assert [r["status"] for r in results["runs"]] == ["finished"] * 4
+    assert len(results["runs"]) == 4
     assert results["command"].startswith("crmvae compare --dataset polymnist")
     for r in results["runs"]:
         result = r["result"]

@@ -273,6 +273,13 @@ def _names(text: str, what: str) -> list[str]:
     return names
 
 
+def _epochs(text: str) -> list[int]:
+    try:
+        return [int(e) for e in _names(text, "snapshots")]
+    except ValueError:
+        raise ConfigError(f"--snapshots: expected comma-separated epochs, got {text!r}") from None
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     # imported here: the report pulls in matplotlib, which no other command needs
     from .evaluation.compare import CompareConfig, EvalConfig, run_comparison
@@ -289,7 +296,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     config = CompareConfig(
         dataset=args.dataset, models=_names(args.models, "models"), seeds=seeds, preset=args.preset,
         budget=list(args.budget), eval=evaluation, out_dir=args.out or f"docs/results/{args.dataset}-compare",
-        runs_dir=args.runs_dir,
+        runs_dir=args.runs_dir, snapshots=_epochs(args.snapshots) if args.snapshots else [],
+        snapshot_metrics=_names(args.snapshot_metrics, "snapshot-metrics") if args.snapshot_metrics else None,
     )
     command = " ".join([PROG, *map(shlex.quote, args.argv)])
     paths = write_report(run_comparison(config, command=command), config.out_dir)
@@ -378,6 +386,10 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--fid-samples", type=int, help="FID sample count (evaluation fid_samples)")
     cmp.add_argument("--n-test", type=int, help="test examples to evaluate on (evaluation n_test)")
     cmp.add_argument("--eval-set", action="append", default=[], metavar="KEY=VALUE", help="an evaluation setting")
+    cmp.add_argument("--snapshots", metavar="E1,E2,...",
+                     help="epochs at which every run is evaluated and recorded, e.g. 1,3,10 (default: the budget's train.epochs)")
+    cmp.add_argument("--snapshot-metrics", metavar="M1,M2,...",
+                     help="metrics at every snapshot but the last (default: the same as the last), e.g. coherence,similarity")
     cmp.set_defaults(func=cmd_compare)
     return parser
 

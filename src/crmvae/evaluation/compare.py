@@ -1,22 +1,24 @@
-"""A comparison study from one call: train (or reuse) every model x seed, evaluate, aggregate.
+"""A cumulative comparison study: train what is missing, record every state, aggregate the records.
 
 Run ``(model, seed)`` lives in ``runs_dir/<dataset>/<model>/seed<seed>``, trained with the preset,
 the shared ``budget`` overrides and ``train.seed = seed``; every seed sees the same dataset
 (``data.seed`` comes from the preset or the budget), as in the paper, so data and classifiers are
-built once. A finished run with the same configuration is reused, an unfinished one resumed (the
-trainer refuses a changed configuration), a missing one trained. Each run's evaluation is cached in its
-``evaluation_cache.json``, keyed by the :class:`EvalConfig` and the sha256 of ``model.pt``, so a
-rerun only evaluates what changed (``crmvae evaluate RUN`` writes its own ``evaluation.json``).
-Every metric is then aggregated over seeds as mean and sample standard deviation
-``s = sqrt(sum_i (x_i - mean)^2 / (n - 1))`` (0 for a single seed).
+built once. Each run is evaluated at its snapshots (epochs), and each evaluated state becomes a
+small record in the report folder (:mod:`crmvae.evaluation.records`): the study's durable
+result, committed with its report, while checkpoints stay in ``runs_dir``. A later call with
+more models, seeds or snapshots reuses every record whose settings match, refuses one whose
+settings differ, trains (or resumes) only what is missing, and aggregates all records. Each
+run's evaluation is also cached in its ``evaluation_cache.json``, keyed by the evaluation
+settings and the sha256 of ``model.pt``. Every metric is aggregated over seeds as mean and sample
+standard deviation ``s = sqrt(sum_i (x_i - mean)^2 / (n - 1))`` (0 for a single seed).
 """
-
 from __future__ import annotations
 
 import hashlib
 import json
 import platform
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -34,7 +36,12 @@ from ..objectives import OBJECTIVES, get_objective
 from ..presets import PRESETS, build_run_config
 from ..training import CHECKPOINT_FILE, CONFIG_FILE, MODEL_FILE, SUMMARY_FILE, train
 from ..training.progress import format_duration
+from ..checkpoint import load_model
+from ..config import from_dict
+from ..data import load_dataset
+from ..visualize import image_modalities, save_generation_grids, subset_filename
 from .evaluate import EvalConfig, evaluate_checkpoint
+from .records import RECORDS_DIR, RecordKey, find_records, make_record, read_record, record_mismatch, write_record
 
 COMPARE_FILE = "compare.yaml"
 EVALUATION_FILE = "evaluation_cache.json"
@@ -44,6 +51,8 @@ EvaluateFn = Callable[[Path, EvalConfig], dict[str, Any]]
 
 #: Evaluation settings that do not change the result: not part of the cache key.
 DISPLAY_ONLY = frozenset({"progress"})
+#: Run settings that do not change the trained state: not compared when a record is reused.
+IGNORED_SETTINGS = frozenset({"train.progress"})
 
 #: Result entries that describe an evaluation rather than score a model: not aggregated.
 NOT_SCORES = frozenset({"n_test", "seconds", "samples", "train_examples"})
@@ -54,7 +63,11 @@ class CompareConfig:
     """A comparison study: which models and seeds, the shared training budget, the evaluation.
 
     ``budget`` holds ``section.key=value`` overrides (``train.epochs=1``, ``data.train_size=20000``)
-    applied identically to every model after the preset.
+    applied identically to every model after the preset. ``snapshots`` lists the epochs at which
+    every run is evaluated and recorded (empty: the budget's ``train.epochs`` alone); one run
+    trains through them in order, resuming between them, so with the constant learning rate each
+    state is that of one uninterrupted run. ``snapshot_metrics`` are the metrics evaluated at every
+    snapshot but the last (``None``: ``eval.metrics``); leaving FID out of them saves most of the cost.
     """
 
     dataset: str = "polymnist"
@@ -65,15 +78,19 @@ class CompareConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     out_dir: str = "docs/results/compare"
     runs_dir: str = "runs"
+    snapshots: list[int] = field(default_factory=list)
+    snapshot_metrics: list[str] | None = None
 
 
 # --------------------------------------------------------------------------------------------
 # configuration
 
 
-def run_config(config: CompareConfig, model: str, seed: int) -> RunConfig:
-    """The training configuration of ``(model, seed)``: preset, budget, then the training seed."""
-    return build_run_config(config.dataset, model, config.preset, [*config.budget, f"train.seed={seed}"])
+def run_config(config: CompareConfig, model: str, seed: int, epochs: int | None = None) -> RunConfig:
+    """The training configuration of ``(model, seed)``: preset, budget, the training seed, then
+    ``train.epochs = epochs`` when given (a snapshot)."""
+    snapshot = [f"train.epochs={epochs}"] if epochs is not None else []
+    return build_run_config(config.dataset, model, config.preset, [*config.budget, f"train.seed={seed}", *snapshot])
 
 
 def run_dir(config: CompareConfig, model: str, seed: int) -> Path:
@@ -96,6 +113,8 @@ def validate(config: CompareConfig) -> dict[tuple[str, int], RunConfig]:
             raise ConfigError(f"compare: {what} repeated: {', '.join(repeated)}")
     if any(seed < 0 for seed in config.seeds):
         raise ConfigError(f"compare: seeds must be >= 0, got {config.seeds}")
+    if any(e < 1 for e in config.snapshots) or len(set(config.snapshots)) != len(config.snapshots):
+        raise ConfigError(f"compare: snapshots must be distinct epochs >= 1, got {config.snapshots}")
     return {(m, s): run_config(config, m, s) for m in config.models for s in config.seeds}
 
 
@@ -243,13 +262,105 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
-def _train_run(config: RunConfig, out: Path) -> tuple[str, float]:
-    """Train, resume or reuse the run in ``out``; its status before and the seconds spent."""
+def snapshot_epochs(config: CompareConfig) -> list[int]:
+    """The epochs at which every run is recorded, ascending: ``config.snapshots``, or the
+    training budget's ``train.epochs`` alone."""
+    if config.snapshots:
+        return sorted(config.snapshots)
+    return [run_config(config, config.models[0], config.seeds[0]).train.epochs]
+
+
+def eval_settings(config: CompareConfig, final: bool) -> dict[str, Any]:
+    """The evaluation settings of a record (display-only ones left out): ``config.eval``, with
+    ``snapshot_metrics`` as the metrics of every snapshot but the last."""
+    settings = {k: v for k, v in _json_roundtrip(to_dict(config.eval)).items() if k not in DISPLAY_ONLY}
+    if not final and config.snapshot_metrics is not None:
+        settings["metrics"] = list(config.snapshot_metrics)
+    return settings
+
+
+def expected_run_settings(config: CompareConfig, key: RecordKey) -> dict[str, Any]:
+    """The resolved run configuration of ``key``'s training state, as its record must hold it."""
+    return _comparable(resolved(run_config(config, key.model, key.seed, key.epochs)))
+
+
+def load_records(config: CompareConfig, final: int) -> dict[RecordKey, dict[str, Any]]:
+    """Every record in the report folder, each checked against this study's settings for its
+    (model, seed, epochs); :class:`ConfigError` naming the file and the differing keys on a
+    mismatch. Records of other models, seeds and epochs join the study when their settings match."""
+    records = {}
+    for path in find_records(Path(config.out_dir)):
+        record = read_record(path)
+        if record["model"] not in OBJECTIVES:
+            raise ConfigError(f"{path}: unknown model {record['model']!r}; available: {sorted(OBJECTIVES)}")
+        key = RecordKey(record["model"], int(record["seed"]), int(record["epochs"]))
+        keys = record_mismatch(record, expected_run_settings(config, key), eval_settings(config, key.epochs >= final),
+                               ignored=IGNORED_SETTINGS)
+        if keys:
+            raise ConfigError(
+                f"{path} was made with other settings than this study's, in {', '.join(keys)}; use the same "
+                f"preset, budget and evaluation settings, or another --out folder (records are never mixed)"
+            )
+        records[key] = record
+    return records
+
+
+def _train_to(config: RunConfig, out: Path, epochs: int) -> str:
+    """Bring the run in ``out`` to ``config`` (``epochs`` of training): reuse it when it finished
+    there, otherwise train or resume it; its status before (new / unfinished / finished).
+    :class:`ConfigError` when the run has gone past ``epochs`` (its state there is lost)."""
     status = run_status(out, config)
+    if status == "finished":
+        return status
+    if (out / CONFIG_FILE).is_file() and load_config(RunConfig, out / CONFIG_FILE).train.epochs > epochs:
+        raise ConfigError(
+            f"{out} is trained towards {load_config(RunConfig, out / CONFIG_FILE).train.epochs} epochs, past "
+            f"{epochs}, where a record is missing; delete {out} to train it again"
+        )
+    train(config, out, resume=status == "unfinished")
+    return status
+
+
+def _record_grid(run: Path, path: Path, seed: int, examples: int = 4) -> str | None:
+    """A small generation grid of ``run``'s model (from its first image modality) saved at ``path``;
+    its file name, or ``None`` without image modalities."""
+    model = load_model(run / MODEL_FILE).eval()
+    first = image_modalities(model)[:1]
+    if not first:
+        return None
+    config = load_config(RunConfig, run / CONFIG_FILE)
+    test = load_dataset(config.data, "test")
+    batch = test.batch(torch.arange(min(examples, len(test))))
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        source = Path(tmp) / subset_filename(first)
+        save_generation_grids(model, batch, tmp, [first], seed=seed, decode_text=test.text_decoders)
+        source.replace(path)
+    return path.name
+
+
+def _record_state(
+    config: CompareConfig, key: RecordKey, out: Path, final: bool, evaluate: EvaluateFn, log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Evaluate the run in ``out`` (through its evaluation cache), write and return its record."""
+    settings = eval_settings(config, final)
+    eval_config = from_dict(EvalConfig, {**to_dict(config.eval), "metrics": settings["metrics"]}, where="evaluation")
+    cache_key = {"eval_config": settings, "model_sha256": file_sha256(out / MODEL_FILE)}
     start = time.perf_counter()
-    if status != "finished":
-        train(config, out, resume=status == "unfinished")
-    return status, time.perf_counter() - start
+    result = cached_evaluation(out, cache_key)
+    if result is None:
+        result = _json_roundtrip(evaluate(out, eval_config))
+        store_evaluation(out, cache_key, result)
+    eval_s = time.perf_counter() - start
+    path = key.path(Path(config.out_dir))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid = _record_grid(out, path.with_suffix(".png"), key.seed)
+    record = make_record(
+        key, to_dict(load_config(RunConfig, out / CONFIG_FILE)), settings, result,
+        json.loads((out / SUMMARY_FILE).read_text()), versions(), eval_s, grid,
+    )
+    write_record(path, record)
+    log(f"{key.model} seed {key.seed} epoch {key.epochs}: evaluated in {format_duration(eval_s)} -> {path}")
+    return record
 
 
 def run_comparison(
@@ -258,45 +369,82 @@ def run_comparison(
     command: str | None = None,
     log: Callable[[str], None] = _say,
 ) -> dict[str, Any]:
-    """Train/reuse, evaluate and aggregate every ``(model, seed)`` of ``config``.
+    """Train what is missing, record every ``(model, seed, snapshot)``, and aggregate all records.
 
-    Writes ``compare.yaml`` into ``config.out_dir`` first. Returns ``{"config", "command",
-    "versions", "runs": [...], "aggregate": {model: {score: {mean, std, n, values}}},
-    "seconds"}``, where each run holds its model, seed, run dir, status (new / unfinished /
-    finished), training summary, evaluation result and timings.
+    Writes ``compare.yaml`` into ``config.out_dir`` first. Records already in the folder are
+    checked (a mismatch raises :class:`ConfigError`) and reused; a ``(model, seed)`` with a
+    missing snapshot is trained through its snapshots in order, resuming between them, and each
+    missing snapshot is evaluated and recorded as soon as it is reached. Returns ``{"config",
+    "command", "versions", "epochs", "records": [...], "runs": [...], "aggregate": {model: {score:
+    {mean, std, n, values}}}, "curves": {model: {epochs: aggregate}}, "examples"}``:
+    ``runs`` and ``aggregate`` are at the last snapshot, ``curves`` at every snapshot recorded.
     """
     config = replace(config, models=[get_objective(m).name for m in config.models])
     configs = validate(config)
+    epochs = snapshot_epochs(config)
+    final = epochs[-1]
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, out_dir / COMPARE_FILE)
-    eval_key = {k: v for k, v in _json_roundtrip(to_dict(config.eval)).items() if k not in DISPLAY_ONLY}
-    start, runs = time.perf_counter(), []
-    for i, ((model, seed), rc) in enumerate(configs.items(), 1):
-        out, tag = run_dir(config, model, seed), f"[{i}/{len(configs)}] {model} seed {seed}"
-        status, train_s = _train_run(rc, out)
-        verb = {"new": "trained", "unfinished": "resumed", "finished": "reused"}[status]
-        log(f"{tag}: {verb} in {format_duration(train_s)} -> {out}")
-        key = {"eval_config": eval_key, "model_sha256": file_sha256(out / MODEL_FILE)}
-        eval_start = time.perf_counter()
-        result = cached_evaluation(out, key)
-        cached = result is not None
-        if result is None:
-            result = _json_roundtrip(evaluate(out, config.eval))
-            store_evaluation(out, key, result)
-        eval_s = time.perf_counter() - eval_start
-        log(f"{tag}: evaluation {'cached' if cached else 'done'} in {format_duration(eval_s)}")
-        runs.append({
-            "model": model, "seed": seed, "run_dir": str(out), "status": status,
-            "train_seconds": train_s, "eval_seconds": eval_s, "eval_cached": cached,
-            "summary": json.loads((out / SUMMARY_FILE).read_text()),
-            "run_config": to_dict(load_config(RunConfig, out / CONFIG_FILE)),
-            "result": result,
-        })
-    aggregated = {m: aggregate([r["result"] for r in runs if r["model"] == m]) for m in config.models}
+    records = load_records(config, final)
+    start, trained = time.perf_counter(), []
+    for i, (model, seed) in enumerate(configs, 1):
+        tag, out = f"[{i}/{len(configs)}] {model} seed {seed}", run_dir(config, model, seed)
+        missing = [e for e in epochs if RecordKey(model, seed, e) not in records]
+        if not missing:
+            log(f"{tag}: every snapshot recorded ({', '.join(map(str, epochs))} epochs), reused")
+            continue
+        for e in (e for e in epochs if e <= missing[-1]):
+            key = RecordKey(model, seed, e)
+            train_start = time.perf_counter()
+            status = _train_to(run_config(config, model, seed, e), out, e)
+            verb = {"new": "trained", "unfinished": "resumed", "finished": "reused"}[status]
+            log(f"{tag}: epoch {e} {verb} in {format_duration(time.perf_counter() - train_start)} -> {out}")
+            if status != "finished":
+                trained.append((model, seed, e))
+            if key not in records:
+                records[key] = _record_state(config, key, out, e == final, evaluate, log)
+    log(f"{len(trained)} snapshot(s) trained, {len(records)} record(s) in {out_dir / RECORDS_DIR}, "
+        f"{format_duration(time.perf_counter() - start)}")
+    return summarize(config, records, final, command)
+
+
+def _record_run(record: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """A record in the shape of a report's run entry."""
     return {
-        "config": to_dict(config), "command": command or " ".join(sys.argv), "versions": versions(),
-        "runs": runs, "aggregate": aggregated, "seconds": time.perf_counter() - start,
+        "model": record["model"], "seed": record["seed"], "epochs": record["epochs"], "record": str(path),
+        "summary": record["summary"], "run_config": record["run_config"], "result": record["result"],
+        "train_seconds": record.get("train_seconds"), "eval_seconds": record.get("eval_seconds"),
+        "cpu": record.get("versions", {}).get("cpu", ""),
+        "settings": f"{record.get('run_config_sha256', '')[:8]} / {record.get('eval_config_sha256', '')[:8]}",
+    }
+
+
+def summarize(
+    config: CompareConfig, records: Mapping[RecordKey, Mapping[str, Any]], final: int, command: str | None = None,
+) -> dict[str, Any]:
+    """The study's content for the report, from its records alone (see :func:`run_comparison`),
+    so the same records give the same report."""
+    out_dir = Path(config.out_dir)
+    extra = sorted({k.model for k in records} - set(config.models))
+    models = [*config.models, *extra]
+    entries = [
+        {**_record_run(record, key.path(out_dir)), "record": key.path(out_dir).relative_to(out_dir).as_posix()}
+        for key, record in sorted(records.items(), key=lambda kv: (models.index(kv[0].model), kv[0].seed, kv[0].epochs))
+    ]
+    runs = [e for e in entries if e["epochs"] == final]
+    curves = {
+        m: {str(e): aggregate([r["result"] for r in entries if r["model"] == m and r["epochs"] == e])
+            for e in sorted({r["epochs"] for r in entries if r["model"] == m})}
+        for m in models
+    }
+    examples = {(r["model"], r["epochs"]): r["summary"].get("examples_seen") for r in entries}
+    return {
+        "config": {**to_dict(config), "models": models}, "command": command or " ".join(sys.argv),
+        "versions": versions(), "epochs": final, "records": entries, "runs": runs,
+        "aggregate": {m: aggregate([r["result"] for r in runs if r["model"] == m]) for m in models},
+        "curves": curves,
+        "examples": {f"{m}/{e}": n for (m, e), n in examples.items()},
     }
 
 

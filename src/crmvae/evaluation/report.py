@@ -1,5 +1,9 @@
 """The report of a comparison study: ``results.json``, ``report.md``, ``report.html``, plots, grids.
 
+The tables hold the last snapshot; the learning curves every recorded snapshot; the claims table
+(:mod:`crmvae.evaluation.claims`) the paper's statements decided on the seeds; the records table
+every record the report was made from, with its settings hashes.
+
 Every table cell is ``mean ± std`` over seeds (sample standard deviation, see
 :mod:`crmvae.evaluation.compare`); the best mean of each column is bold (highest for accuracies
 and coherence, lowest for FID). The Markdown and HTML hold the same tables; the HTML is one
@@ -11,27 +15,26 @@ from __future__ import annotations
 
 import html
 import json
-import shutil
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from matplotlib.figure import Figure
 
-from ..checkpoint import load_model
-from ..config import RunConfig, from_dict
-from ..data import load_dataset
-from ..training import GRIDS_DIR
-from ..visualize import image_modalities, save_generation_grids, subset_filename
+from .claims import ALPHA, CLAIMS, check_claims
 from .compare import mean_std
 
 RESULTS_FILE = "results.json"
 MARKDOWN_FILE = "report.md"
 HTML_FILE = "report.html"
 PLOTS_DIR = "plots"
+CLAIMS_NOTE = (
+    f"Each claim is a set of one-sided comparisons between models, each decided by Welch's t-test across seeds "
+    f"at level {ALPHA} (no multiplicity correction): a claim holds when every comparison is significant in its "
+    f"direction, does not hold when any is significant against it, and is undecided otherwise (always with one "
+    f"seed). Effects are differences of means at the last snapshot."
+)
 FID_NOTE = "FID from a small sample count is biased upward; compare only figures computed with the same count."
 
 Aggregate = Mapping[str, Mapping[str, Mapping[str, Any]]]  # model -> score -> {mean, std, n, values}
@@ -214,35 +217,109 @@ PLOTS = (
 
 
 def write_plots(comparison: Mapping[str, Any], out_dir: Path) -> list[Path]:
+    """The by-size plots at the last snapshot and, with more than one snapshot, the learning curves."""
     models = comparison["config"]["models"]
-    paths = (plot_by_size(comparison["aggregate"], models, prefix, label, out_dir / PLOTS_DIR / name)
-             for prefix, label, name in PLOTS)
+    paths = [plot_by_size(comparison["aggregate"], models, prefix, label, out_dir / PLOTS_DIR / name)
+             for prefix, label, name in PLOTS]
+    if any(len(per_epoch) > 1 for per_epoch in comparison.get("curves", {}).values()):
+        paths.append(plot_learning_curves(comparison, out_dir / PLOTS_DIR / "learning_curves.png"))
     return [p for p in paths if p is not None]
 
 
-def _regenerate_grids(run: Mapping[str, Any], out: Path, examples: int = 8) -> list[Path]:
-    """Generation grids of ``run``'s ``model.pt`` on the first test examples."""
-    config = from_dict(RunConfig, run["run_config"], where=f"{run['run_dir']}: run config")
-    model = load_model(Path(run["run_dir"]) / "model.pt").eval()
-    test = load_dataset(config.data, "test")
-    batch = test.batch(torch.arange(min(examples, len(test))))
-    return save_generation_grids(model, batch, out, [image_modalities(model)[:1]], seed=config.train.seed)
-
-
-def collect_grids(runs: Sequence[Mapping[str, Any]], models: Sequence[str], out_dir: Path) -> dict[str, list[Path]]:
-    """Per model, ``grids/<model>/``: the prior samples and the generations from the first
-    modality of its lowest seed's run, copied from the run (regenerated when it wrote none)."""
+def record_grids(runs: Sequence[Mapping[str, Any]], models: Sequence[str], out_dir: Path) -> dict[str, list[Path]]:
+    """Per model, the generation grid stored with its lowest seed's record at the last snapshot."""
     grids: dict[str, list[Path]] = {}
     for model in models:
-        run = min((r for r in runs if r["model"] == model), key=lambda r: r["seed"])
-        source, target = Path(run["run_dir"]) / GRIDS_DIR, out_dir / GRIDS_DIR / model
-        first = run["run_config"]["model"]["modalities"][0]["name"]
-        names = ["prior_samples.png", subset_filename([first])]
-        if not all((source / n).is_file() for n in names):
-            _regenerate_grids(run, source)
-        target.mkdir(parents=True, exist_ok=True)
-        grids[model] = [Path(shutil.copy2(source / n, target / n)) for n in names if (source / n).is_file()]
+        own = [r for r in runs if r["model"] == model]
+        if not own:
+            continue
+        record = Path(out_dir) / min(own, key=lambda r: r["seed"])["record"]
+        grid = record.with_suffix(".png")
+        if grid.is_file():
+            grids[model] = [grid]
     return grids
+
+
+# --------------------------------------------------------------------------------------------
+# learning curves
+
+
+def curve_scores(curves: Mapping[str, Mapping[int, Aggregate]]) -> list[tuple[str, str]]:
+    """The panels of the learning curves: cross-coherence at k=1 and k=M-1, joint coherence and
+    the cosine-similarity gap, those that some model has."""
+    keys = {key for per_epoch in curves.values() for agg in per_epoch.values() for key in agg}
+    sizes = sorted((int(k.rsplit(".", 1)[1]) for k in keys if k.startswith("cross_coherence.by_size.")), key=int)
+    panels = []
+    if sizes:
+        panels.append((f"cross-coherence, k={sizes[0]}", f"cross_coherence.by_size.{sizes[0]}"))
+        if sizes[-1] != sizes[0]:
+            panels.append((f"cross-coherence, k={sizes[-1]}", f"cross_coherence.by_size.{sizes[-1]}"))
+    panels += [(title, key) for title, key in (("joint coherence", "joint_coherence"),
+                                               ("latent cosine-similarity gap", "cosine_similarity_gap")) if key in keys]
+    return panels
+
+
+def plot_learning_curves(comparison: Mapping[str, Any], path: Path) -> Path | None:
+    """One panel per :func:`curve_scores` entry: each model's mean ± std over seeds against the
+    training examples seen; ``None`` when there is nothing to draw."""
+    curves, examples = comparison["curves"], comparison["examples"]
+    panels = curve_scores(curves)
+    if not panels:
+        return None
+    fig = Figure(figsize=(4.2 * len(panels), 3.6), dpi=110)
+    for i, (title, key) in enumerate(panels, 1):
+        ax = fig.add_subplot(1, len(panels), i)
+        for model, per_epoch in curves.items():
+            points = [(examples.get(f"{model}/{e}") or 0, agg[key]) for e, agg in sorted(per_epoch.items(), key=lambda kv: int(kv[0]))
+                      if key in agg]
+            if not points:
+                continue
+            x = [p[0] for p in points]
+            mean = [p[1]["mean"] for p in points]
+            std = [p[1]["std"] for p in points]
+            line = ax.plot(x, mean, marker="o", label=model)[0]
+            ax.fill_between(x, [m - d for m, d in zip(mean, std)], [m + d for m, d in zip(mean, std)],
+                            color=line.get_color(), alpha=0.15)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("training examples seen")
+        ax.grid(alpha=0.3)
+        if i == 1:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# claims and records
+
+
+def claim_rows(comparison: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
+    """``(label, statement, measured effect, verdict)`` per claim of the study's dataset, on
+    the runs of the last snapshot."""
+    make = CLAIMS.get(comparison["config"]["dataset"])
+    if make is None:
+        return []
+    verdicts = check_claims(make(), comparison["runs"], comparison["config"]["models"])
+    return [(v.claim.label, v.claim.statement, v.effect, v.verdict) for v in verdicts]
+
+
+def record_rows(comparison: Mapping[str, Any]) -> list[list[str]]:
+    """One row per record used: model, seed, epochs, examples, times, CPU, settings hashes, file."""
+    rows = []
+    for r in comparison["records"]:
+        record = r["record"]
+        rows.append([
+            r["model"], str(r["seed"]), str(r["epochs"]), str(r["summary"].get("examples_seen", "")),
+            f"{r['train_seconds']:.0f}" if r.get("train_seconds") is not None else "",
+            f"{r['eval_seconds']:.0f}" if r.get("eval_seconds") is not None else "",
+            r.get("cpu", ""), r.get("settings", ""), record,
+        ])
+    return rows
+
+
+RECORD_COLUMNS = ["model", "seed", "epochs", "examples", "training s", "evaluation s", "CPU", "run / eval sha256", "record"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -258,21 +335,23 @@ class Report:
     tables: list[Table]
     plots: list[Path] = field(default_factory=list)
     grids: dict[str, list[Path]] = field(default_factory=dict)
+    claims: list[tuple[str, str, str, str]] = field(default_factory=list)
+    records: list[list[str]] = field(default_factory=list)
 
 
 def _facts(comparison: Mapping[str, Any]) -> list[tuple[str, str]]:
     config, runs = comparison["config"], comparison["runs"]
-    seeds = config["seeds"]
-    count = Counter(r["status"] for r in runs)
+    seeds = sorted({r["seed"] for r in runs})
     return [
         ("command", comparison["command"]),
         ("dataset", config["dataset"]),
         ("models", ", ".join(config["models"])),
-        ("seeds", f"{', '.join(map(str, seeds))} (cells: mean ± sample std over {len(seeds)} seed(s))"),
+        ("seeds", f"{', '.join(map(str, seeds))} (cells: mean ± sample std over the seeds of each model)"),
         ("preset and budget", " ".join([config["preset"], *config["budget"]])),
+        ("tables at", f"{comparison['epochs']} epochs; the learning curves use every recorded snapshot"),
         ("evaluation", json.dumps(config["eval"], sort_keys=True)),
         ("test examples", ", ".join(map(str, sorted({r["result"].get("n_test") for r in runs if "n_test" in r["result"]})))),
-        ("runs", f"{count['new']} trained, {count['unfinished']} resumed, {count['finished']} reused; total {comparison['seconds']:.0f} s"),
+        ("records", f"{len(comparison['records'])} (listed at the end)"),
         ("software", ", ".join(f"{k} {v}" for k, v in comparison["versions"].items())),
     ]
 
@@ -293,6 +372,14 @@ def render_markdown(report: Report, out_dir: Path) -> str:
             lines += ["", table.note]
     if report.plots:
         lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.relative_to(out_dir).as_posix()})" for p in report.plots]
+    if report.claims:
+        lines += ["", "## Claims of the paper", "", CLAIMS_NOTE, "", "| claim | statement | measured effect | verdict |",
+                  "|---|---|---|---|"]
+        lines += [f"| {label} | {_md_escape(text)} | {_md_escape(effect)} | **{verdict}** |"
+                  for label, text, effect, verdict in report.claims]
+    if report.records:
+        lines += ["", "## Records used", "", "| " + " | ".join(RECORD_COLUMNS) + " |", "|" + "---|" * len(RECORD_COLUMNS)]
+        lines += ["| " + " | ".join([*map(_md_escape, row[:-1]), f"[{row[-1]}]({row[-1]})"]) + " |" for row in report.records]
     if report.grids:
         lines += ["", "## Sample grids", ""]
         for model, paths in report.grids.items():
@@ -304,6 +391,7 @@ CSS = """
 body { font-family: sans-serif; margin: 2em auto; max-width: 70em; color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0; }
 th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: right; }
+td.text { text-align: left; max-width: 30em; }
 th:first-child, td:first-child { text-align: left; }
 th { background: #eee; }
 .note { color: #555; font-size: 0.9em; max-width: 60em; }
@@ -330,6 +418,17 @@ def render_html(report: Report, out_dir: Path) -> str:
     if report.plots:
         parts += ["<h2>Plots</h2>"] + [f"<img src=\"{e(p.relative_to(out_dir).as_posix())}\" alt=\"{e(p.stem)}\">"
                                        for p in report.plots]
+    if report.claims:
+        parts += ["<h2>Claims of the paper</h2>", f"<p class=\"note\">{e(CLAIMS_NOTE)}</p>",
+                  "<table><tr><th>claim</th><th>statement</th><th>measured effect</th><th>verdict</th></tr>"]
+        parts += [f"<tr><td>{e(label)}</td><td class=\"text\">{e(text)}</td><td class=\"text\">{e(effect)}</td>"
+                  f"<td><b>{e(verdict)}</b></td></tr>" for label, text, effect, verdict in report.claims]
+        parts.append("</table>")
+    if report.records:
+        parts += ["<h2>Records used</h2>", "<table><tr>" + "".join(f"<th>{e(c)}</th>" for c in RECORD_COLUMNS) + "</tr>"]
+        parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row[:-1])
+                  + f"<td><a href=\"{e(row[-1])}\">{e(row[-1])}</a></td></tr>" for row in report.records]
+        parts.append("</table>")
     if report.grids:
         parts.append("<h2>Sample grids</h2>")
         for model, paths in report.grids.items():
@@ -357,10 +456,12 @@ def write_report(comparison: Mapping[str, Any], out_dir: str | Path | None = Non
         facts=_facts(comparison),
         tables=build_tables(comparison),
         plots=write_plots(comparison, out),
-        grids=collect_grids(comparison["runs"], models, out) if grids else {},
+        grids=record_grids(comparison["runs"], models, out) if grids else {},
+        claims=claim_rows(comparison),
+        records=record_rows(comparison),
     )
     paths = {
-        "results": _write_text(out / RESULTS_FILE, json.dumps(comparison, indent=2) + "\n"),
+        "results": _write_text(out / RESULTS_FILE, json.dumps(comparison, indent=2, sort_keys=True) + "\n"),
         "markdown": _write_text(out / MARKDOWN_FILE, render_markdown(report, out)),
         "html": _write_text(out / HTML_FILE, render_html(report, out)),
     }

@@ -226,6 +226,7 @@ def train(config: RunConfig, out_dir: str | Path, resume: bool = False) -> Train
         if ctx.is_main:
             out.mkdir(parents=True, exist_ok=True)
             save_config(config, out / CONFIG_FILE)
+            (out / SUMMARY_FILE).unlink(missing_ok=True)  # a resumed run is unfinished until it ends again
         model = model.to(device, memory_format=memory_format(config.train))
         run = _Run(config, out, model, train_set, test_set, device, checkpoint, ctx)
         run.run()
@@ -450,7 +451,7 @@ class _Run:
             "model": out / MODEL_FILE, "summary": out / SUMMARY_FILE,
         }
         summary = {
-            "epochs_completed": s.epoch, "global_step": s.global_step,
+            "epochs_completed": s.epoch, "global_step": s.global_step, "examples_seen": s.examples_seen,
             "stopped_early": self.total_steps < self.planned_steps,
             "train_loss": last.get("train_loss"), "test_loss": last.get("test_loss"),
             "last_epoch": last.get("epoch"), "wall_time_s": elapsed,

@@ -1,0 +1,178 @@
+"""Study records: one small JSON file per (model, seed, snapshot) of a comparison study.
+
+A record is what a report needs from one evaluated training state, and nothing heavy: the
+evaluation result, the training summary at that point, the full run and evaluation settings
+(each with a sha256 of its canonical JSON), software versions, the CPU, wall times, and the name
+of a small generation grid stored beside it. Records live in the report folder::
+
+    <report>/records/<model>/seed<seed>/epoch<E>.json   (+ epoch<E>.png)
+
+so a study is committed together with its report, while checkpoints stay in the runs folder.
+A record is reused by a later study only when its settings match that study's expectation for
+the same (model, seed, epochs): every run setting equal, every evaluation setting equal, and
+its metrics a superset of the ones asked for. Anything else is a mismatch, reported by the
+dotted names of the differing keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+RECORDS_DIR = "records"
+FORMAT = 1
+_RECORD_NAME = re.compile(r"epoch(\d+)\.json")
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class RecordKey:
+    """Which training state a record describes."""
+
+    model: str
+    seed: int
+    epochs: int
+
+    def path(self, report_dir: Path) -> Path:
+        """``<report_dir>/records/<model>/seed<seed>/epoch<epochs>.json``."""
+        return Path(report_dir) / RECORDS_DIR / self.model / f"seed{self.seed}" / f"epoch{self.epochs}.json"
+
+
+def canonical_json(value: Any) -> str:
+    """Key-sorted, compact JSON: the text that settings hashes are taken over."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def settings_sha256(value: Any) -> str:
+    """sha256 of :func:`canonical_json` of ``value``."""
+    return hashlib.sha256(canonical_json(value).encode()).hexdigest()
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as ``{"a.b.c": leaf}``; lists are leaves."""
+    if not isinstance(value, Mapping):
+        return {prefix: value}
+    flat: dict[str, Any] = {}
+    for key, item in value.items():
+        flat.update(flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def differing_keys(expected: Mapping[str, Any], found: Mapping[str, Any]) -> list[str]:
+    """Dotted names of the leaves whose values differ (or exist on one side only)."""
+    a, b = flatten(expected), flatten(found)
+    return sorted(key for key in a.keys() | b.keys() if a.get(key, _MISSING) != b.get(key, _MISSING))
+
+
+def cpu_model() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` (``platform.processor()`` elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def make_record(
+    key: RecordKey,
+    run_config: Mapping[str, Any],
+    eval_config: Mapping[str, Any],
+    result: Mapping[str, Any],
+    summary: Mapping[str, Any],
+    versions: Mapping[str, str],
+    eval_seconds: float,
+    grid: str | None,
+) -> dict[str, Any]:
+    """The record of one evaluated training state (JSON-ready)."""
+    return {
+        "format": FORMAT,
+        "model": key.model, "seed": key.seed, "epochs": key.epochs,
+        "train_examples": summary.get("examples_seen"),
+        "run_config": dict(run_config), "run_config_sha256": settings_sha256(run_config),
+        "eval_config": dict(eval_config), "eval_config_sha256": settings_sha256(eval_config),
+        "result": dict(result),
+        "summary": {k: v for k, v in summary.items() if k != "files"},
+        "train_seconds": summary.get("wall_time_s"), "eval_seconds": eval_seconds,
+        "versions": {**versions, "cpu": cpu_model()},
+        "grid": grid,
+    }
+
+
+def write_record(path: Path, record: Mapping[str, Any]) -> Path:
+    """Write ``record`` to ``path`` atomically (a temporary beside it, then a rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """The record in ``path``; :class:`ConfigError` naming the file when it is not one."""
+    from ..errors import ConfigError
+
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: not a readable study record ({exc}); delete it to recompute it") from None
+    needed = {"format", "model", "seed", "epochs", "run_config", "eval_config", "result", "summary"}
+    if not isinstance(record, dict) or not needed <= record.keys() or record["format"] != FORMAT:
+        raise ConfigError(f"{path}: not a study record of format {FORMAT} (needs keys {sorted(needed)}); "
+                          f"delete it to recompute it")
+    if path.name != f"epoch{record['epochs']}.json" or path.parent.name != f"seed{record['seed']}" \
+            or path.parent.parent.name != record["model"]:
+        raise ConfigError(f"{path}: its content is for {record['model']} seed {record['seed']} epoch "
+                          f"{record['epochs']}, not for the place it is stored in")
+    return record
+
+
+def find_records(report_dir: Path) -> list[Path]:
+    """Every record file under ``<report_dir>/records``, sorted."""
+    root = Path(report_dir) / RECORDS_DIR
+    return sorted(p for p in root.glob("*/seed*/epoch*.json") if _RECORD_NAME.fullmatch(p.name)) if root.is_dir() else []
+
+
+def record_mismatch(
+    record: Mapping[str, Any], run_config: Mapping[str, Any], eval_config: Mapping[str, Any],
+    ignored: Iterable[str] = (),
+) -> list[str]:
+    """Why ``record`` cannot stand for a state trained with ``run_config`` and evaluated with
+    ``eval_config``: the differing setting names (``run.train.lr``, ``eval.n_test``), empty when it
+    can. ``eval.metrics`` differs only when the record lacks a metric asked for; ``ignored``
+    names settings that do not change results (``train.progress``)."""
+    skip = set(ignored)
+    run = [f"run.{k}" for k in differing_keys(run_config, record["run_config"]) if k not in skip]
+    expected = {k: v for k, v in eval_config.items() if k != "metrics"}
+    found = {k: v for k, v in record["eval_config"].items() if k != "metrics"}
+    evaluation = [f"eval.{k}" for k in differing_keys(expected, found) if k not in skip]
+    wanted, have = eval_config.get("metrics"), record["eval_config"].get("metrics")
+    if wanted is None or have is None:
+        if wanted != have:
+            evaluation.append("eval.metrics")
+    elif not set(wanted) <= set(have):
+        evaluation.append("eval.metrics")
+    return run + sorted(evaluation)
+
+
+__all__ = [
+    "RECORDS_DIR",
+    "RecordKey",
+    "canonical_json",
+    "cpu_model",
+    "differing_keys",
+    "find_records",
+    "flatten",
+    "make_record",
+    "read_record",
+    "record_mismatch",
+    "settings_sha256",
+    "write_record",
+]

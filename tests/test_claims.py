@@ -1,0 +1,85 @@
+"""The paper's claims: Welch's test by hand, verdicts of comparisons and claims, the report's table."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+from scipy import stats
+
+from crmvae.evaluation.claims import (
+    FAILS,
+    HOLDS,
+    MEASURED,
+    NOT_MEASURED,
+    UNDECIDED,
+    Claim,
+    Comparison,
+    check_claims,
+    coherence_given,
+    conditional_fid,
+    decide,
+    leaf,
+    polymnist_claims,
+    welch_one_sided,
+)
+
+
+def test_welch_one_sided_matches_the_formula() -> None:
+    a, b = [0.30, 0.32, 0.35], [0.20, 0.26]
+    va, vb = stats.tvar(a) / 3, stats.tvar(b) / 2
+    t = (sum(a) / 3 - sum(b) / 2) / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va**2 / 2 + vb**2 / 1)  # Welch-Satterthwaite
+    greater, less = welch_one_sided(a, b)
+    assert greater == pytest.approx(stats.t.sf(t, df)) and less == pytest.approx(stats.t.cdf(t, df))
+    assert math.isnan(welch_one_sided([0.3], [0.1, 0.2])[0])  # one seed: no test
+
+
+def test_a_comparison_holds_fails_or_stays_undecided() -> None:
+    better = Comparison("k=1", leaf("x"), "a", "b")
+    assert decide(better, {"a": [0.9, 0.91, 0.92], "b": [0.1, 0.11, 0.12]}).verdict == HOLDS
+    assert decide(better, {"a": [0.1, 0.11, 0.12], "b": [0.9, 0.91, 0.92]}).verdict == FAILS
+    assert decide(better, {"a": [0.5, 0.9], "b": [0.4, 0.8]}).verdict == UNDECIDED  # spread hides it
+    assert decide(better, {"a": [0.9], "b": [0.1]}).verdict == UNDECIDED  # one seed
+    assert decide(better, {"a": [0.9]}) is None
+    lower = Comparison("FID", leaf("x"), "a", "b", higher=False)  # lower is better
+    outcome = decide(lower, {"a": [10.0, 11.0, 12.0], "b": [50.0, 51.0, 52.0]})
+    assert outcome.verdict == HOLDS and outcome.diff == pytest.approx(-40.0)
+
+
+def run(model: str, by_size: list[float], fid: float = 50.0, gap: float = 0.1, joint: float = 0.2) -> dict[str, Any]:
+    return {"model": model, "result": {
+        "cross_coherence": {"by_size": {str(k + 1): v for k, v in enumerate(by_size)},
+                            "table": {"svhn": {"mnist": by_size[0]}, "mnist": {"svhn": by_size[0], "text": by_size[0]}}},
+        "fid": {"by_size": {"m0": {"1": fid, "2": fid + 2.0}}},
+        "cosine_similarity_gap": gap, "joint_coherence": joint}}
+
+
+def test_scores_of_one_run() -> None:
+    r = run("a", [0.1, 0.2], fid=40.0)["result"]
+    assert conditional_fid(r) == pytest.approx(41.0)
+    assert coherence_given("svhn")(r) == pytest.approx(0.1) and coherence_given("text")(r) == pytest.approx(0.1)
+    assert leaf("cross_coherence.by_size.2")(r) == pytest.approx(0.2) and leaf("nope.x")(r) is None
+
+
+def test_claims_on_constructed_seeds() -> None:
+    runs = []
+    for s in range(3):
+        jitter = 0.002 * s
+        runs += [
+            run("crmvae", [0.6 + jitter, 0.7 + jitter, 0.8 + jitter, 0.85 + jitter], fid=60 + s, gap=0.3 + jitter),
+            run("mvtcae", [0.5 + jitter, 0.6 + jitter, 0.9 + jitter, 0.95 + jitter], fid=62 + s, gap=0.1 + jitter),
+            run("mvae", [0.2 + jitter, 0.2, 0.2 - jitter, 0.2], fid=59 + s),
+        ]
+    verdicts = {v.claim.label: v for v in check_claims(polymnist_claims(5), runs, ["crmvae", "mvtcae", "mvae"])}
+    # (a) crmvae above mvtcae at k=1, 2 but significantly below at k=3, 4
+    assert verdicts["(a)"].verdict == FAILS and "2/4 differences in the claimed direction" in verdicts["(a)"].effect
+    assert verdicts["(b)"].verdict == NOT_MEASURED and "mopoe" in verdicts["(b)"].effect
+    assert verdicts["(d')"].verdict == HOLDS  # 61.5 vs 60.5 mean: within 10 %
+    assert verdicts["(e)"].verdict == HOLDS and "+0.2" in verdicts["(e)"].effect
+    assert verdicts["(f)"].verdict == MEASURED and "crmvae 0.200 ± 0.000" in verdicts["(f)"].effect
+    # (c) restricted to the models present
+    mvae_lowest = Claim("(c)", "", tuple(Comparison(f"k={k}", leaf(f"cross_coherence.by_size.{k}"), m, "mvae")
+                                         for m in ("crmvae", "mvtcae") for k in range(1, 5)))
+    assert check_claims([mvae_lowest], runs, ["crmvae"])[0].verdict == HOLDS
