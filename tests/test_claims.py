@@ -83,3 +83,4 @@ def test_claims_on_constructed_seeds() -> None:
     mvae_lowest = Claim("(c)", "", tuple(Comparison(f"k={k}", leaf(f"cross_coherence.by_size.{k}"), m, "mvae")
                                          for m in ("crmvae", "mvtcae") for k in range(1, 5)))
     assert check_claims([mvae_lowest], runs, ["crmvae"])[0].verdict == HOLDS
+

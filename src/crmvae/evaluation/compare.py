@@ -289,13 +289,14 @@ def load_records(config: CompareConfig, final: int) -> dict[RecordKey, dict[str,
     (model, seed, epochs); :class:`ConfigError` naming the file and the differing keys on a
     mismatch. Records of other models, seeds and epochs join the study when their settings match."""
     records = {}
+    defaults = {"run": _json_roundtrip(to_dict(RunConfig())), "eval": _json_roundtrip(to_dict(EvalConfig()))}
     for path in find_records(Path(config.out_dir)):
         record = read_record(path)
         if record["model"] not in OBJECTIVES:
             raise ConfigError(f"{path}: unknown model {record['model']!r}; available: {sorted(OBJECTIVES)}")
         key = RecordKey(record["model"], int(record["seed"]), int(record["epochs"]))
         keys = record_mismatch(record, expected_run_settings(config, key), eval_settings(config, key.epochs >= final),
-                               ignored=IGNORED_SETTINGS)
+                               ignored=IGNORED_SETTINGS, run_defaults=defaults["run"], eval_defaults=defaults["eval"])
         if keys:
             raise ConfigError(
                 f"{path} was made with other settings than this study's, in {', '.join(keys)}; use the same "

@@ -64,10 +64,18 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def differing_keys(expected: Mapping[str, Any], found: Mapping[str, Any]) -> list[str]:
-    """Dotted names of the leaves whose values differ (or exist on one side only)."""
-    a, b = flatten(expected), flatten(found)
-    return sorted(key for key in a.keys() | b.keys() if a.get(key, _MISSING) != b.get(key, _MISSING))
+def differing_keys(
+    expected: Mapping[str, Any], found: Mapping[str, Any], defaults: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """Dotted names of the leaves whose values differ (or exist on one side only). A leaf that
+    ``found`` lacks matches when ``expected`` holds its value in ``defaults`` (flat, dotted): a
+    setting added later, at the default that keeps the earlier behaviour."""
+    a, b, base = flatten(expected), flatten(found), flatten(defaults or {})
+    return sorted(
+        key for key in a.keys() | b.keys()
+        if a.get(key, _MISSING) != b.get(key, _MISSING)
+        and not (key not in b and key in base and a[key] == base[key])
+    )
 
 
 def cpu_model() -> str:
@@ -142,17 +150,19 @@ def find_records(report_dir: Path) -> list[Path]:
 
 def record_mismatch(
     record: Mapping[str, Any], run_config: Mapping[str, Any], eval_config: Mapping[str, Any],
-    ignored: Iterable[str] = (),
+    ignored: Iterable[str] = (), run_defaults: Mapping[str, Any] | None = None,
+    eval_defaults: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Why ``record`` cannot stand for a state trained with ``run_config`` and evaluated with
     ``eval_config``: the differing setting names (``run.train.lr``, ``eval.n_test``), empty when it
     can. ``eval.metrics`` differs only when the record lacks a metric asked for; ``ignored``
-    names settings that do not change results (``train.progress``)."""
+    names settings that do not change results (``train.progress``); a setting the record lacks
+    matches at its value in ``run_defaults`` / ``eval_defaults`` (see :func:`differing_keys`)."""
     skip = set(ignored)
-    run = [f"run.{k}" for k in differing_keys(run_config, record["run_config"]) if k not in skip]
+    run = [f"run.{k}" for k in differing_keys(run_config, record["run_config"], run_defaults) if k not in skip]
     expected = {k: v for k, v in eval_config.items() if k != "metrics"}
     found = {k: v for k, v in record["eval_config"].items() if k != "metrics"}
-    evaluation = [f"eval.{k}" for k in differing_keys(expected, found) if k not in skip]
+    evaluation = [f"eval.{k}" for k in differing_keys(expected, found, eval_defaults) if k not in skip]
     wanted, have = eval_config.get("metrics"), record["eval_config"].get("metrics")
     if wanted is None or have is None:
         if wanted != have:
