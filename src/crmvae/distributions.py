@@ -73,7 +73,8 @@ def product_of_experts(
     with zero total precision (no prior expert and no present expert) returns ``N(0, I)``.
 
     Args:
-        mu, logvar: experts ``[M, B, D]``.
+        mu: expert means ``[M, B, D]``.
+        logvar: expert log-variances ``[M, B, D]``.
         weights: ``[..., B, M]``; e.g. ``[K, B, M]`` for K subsets (a (K x M) subset matrix times
             the presence mask), computed as one batched matmul over the experts.
     Returns:
