@@ -151,7 +151,7 @@ def conv_bn_maxpool_classifier(spec: ModalitySpec, num_classes: int) -> nn.Modul
     wide and 2 above, a global max pool and Linear(64, classes).
 
     The max pool finds an object wherever it is; BatchNorm lets it train from the first epoch
-    on textured backgrounds, where a plain conv stack with an average pool stayed at chance.
+    on textured backgrounds, where a plain conv stack with an average pool does not learn.
     """
     first_stride = 1 if spec.shape[-1] <= 32 else 2
     blocks = [(spec.shape[0], 16, first_stride), (16, 32, 2), (32, 32, 1), (32, 64, 2), (64, 64, 2)]
