@@ -44,7 +44,7 @@ def test_shapes(modality: ModalityConfig, x: torch.Tensor, out_shape: tuple[int,
 
 
 def test_parameter_counts_match_the_reference_layers() -> None:
-    """Hand counts of the layers listed in evaluation.md, so a changed layer is noticed."""
+    """Hand counts of the layers of the reference MNIST-SVHN-Text networks (docs/training.md, "Networks"), so a changed layer is noticed."""
     head = 2 * conv(128, D, 1)
     expected = {
         "mnist": (conv(784, 400, 1) + 2 * conv(400, D, 1), conv(D, 400, 1) + conv(400, 784, 1)),

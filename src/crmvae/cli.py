@@ -329,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = commands.add_parser("train", help="train a model (resumable)")
     tr.add_argument("--dataset", help=f"dataset (default {DEFAULTS['dataset']})")
-    tr.add_argument("--data", metavar="PATH", help="train on your own files (dataset 'user'; see the README, 'Your own data')")
+    tr.add_argument("--data", metavar="PATH", help="train on your own files (dataset 'user'; see the 'Your own data' guide)")
     tr.add_argument("--model", help=f"objective (default {DEFAULTS['model']}; see `{PROG} models`)")
     tr.add_argument("--preset", help=f"preset: paper or cpu-short (default {DEFAULTS['preset']})")
     tr.add_argument("--config", help="a run configuration file (e.g. a run's config.yaml) instead of a preset")

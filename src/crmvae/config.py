@@ -81,8 +81,8 @@ class TrainConfig:
     threads: int | None = None
     precision: Literal["fp32", "bf16", "auto"] = "fp32"
     #: Conv weights and image batches in the channels-last (NHWC) memory layout: the same
-    #: arithmetic, faster CRMVAE steps on a 2-core AVX-512 CPU (scenes 1.24x, CelebA 1.09x,
-    #: PolyMNIST 1.06x, MNIST-SVHN-Text 1.04x); False keeps PyTorch's default NCHW.
+    #: arithmetic, and oneDNN's convolutions with few channels run faster in it (see the
+    #: performance page of the documentation); False keeps PyTorch's default NCHW.
     channels_last: bool = True
     max_steps: int | None = None
     log_every: int = 20

@@ -52,8 +52,8 @@ def _cub_modalities(cfg: DataConfig) -> list[ModalityConfig]:
 
 def _celeba_modalities() -> list[ModalityConfig]:
     """The 256-character text takes ``generic_tokens`` (five stride-2 convs, widths 32 to 256):
-    in a text-only VAE it carried the words far sooner than the six-stage caption stacks
-    (:mod:`crmvae.nets.sequence`), at under a third of their time per step (0.19 s against 0.64)."""
+    it learns to carry the words in far fewer steps than the six-stage caption stacks of
+    :mod:`crmvae.nets.sequence`, and each step is cheaper."""
     return _image_text_modalities("text", TEXT_LENGTH, VOCAB_SIZE, "generic_tokens")
 
 
@@ -83,16 +83,16 @@ _POLYMNIST_PAPER: dict[str, Any] = {
     "model": {"latent_dim": 512, "objective_params": {"beta": 1.0}},
     "train": {"epochs": 500, "batch_size": 256, "lr": 5e-4},
 }
-# A few minutes on a 2-core CPU. The paper's settings need hundreds of epochs: at beta 1,
-# lr 5e-4 and batch 256 the posterior stays collapsed (KL ~ 0, flat reconstructions) for the
-# first epochs. beta 0.1 (the paper's Translated-PolyMNIST value), lr 1e-3 and batch 128 make
-# the latent informative within the first few hundred steps.
+# A short CPU run. The paper's settings need hundreds of epochs: at beta 1, lr 5e-4 and batch
+# 256 the posterior stays collapsed (KL ~ 0, flat reconstructions) for the first epochs.
+# beta 0.1 (the paper's Translated-PolyMNIST value), lr 1e-3 and batch 128 make the latent
+# informative within the first few hundred steps.
 _POLYMNIST_CPU_SHORT: dict[str, Any] = {
     "model": {"latent_dim": 512, "objective_params": {"beta": 0.1}},
     "train": {"epochs": 3, "batch_size": 128, "lr": 1e-3},
 }
 
-# Image-caption data (objectives.md, "Paper hyper-parameters"): latent 64, Adam lr 5e-4, batch
+# Image-caption data (the paper's experiments section): latent 64, Adam lr 5e-4, batch
 # 256, 150 epochs (CUB) / 200 (CelebA); the paper sweeps beta on CUB and CelebA, 1.0 here.
 # The scenes stand in for CUB, so they get CUB's settings.
 _CUB_PAPER: dict[str, Any] = {
@@ -100,18 +100,16 @@ _CUB_PAPER: dict[str, Any] = {
     "train": {"epochs": 150, "batch_size": 256, "lr": 5e-4},
 }
 _CELEBA_PAPER: dict[str, Any] = {**_CUB_PAPER, "train": {**_CUB_PAPER["train"], "epochs": 200}}
-# 20,000 scenes, 6 epochs: 942 steps of 128, about 14 minutes of training on a 2-core CPU
-# (140-150 ex/s, channels-last). 2,000 x 2 epochs (32 steps) did not get past the first
-# reconstructions; 3 epochs left the image and caption latents at chance for some seeds. At 6
-# epochs seeds 0 and 2 align them far beyond chance, seed 1 does not (README, "Datasets").
+# 20,000 scenes, 6 epochs (942 steps of 128): the shortest run in which the image and caption
+# latents align beyond chance for most seeds (docs/datasets.md).
 _IMAGE_TEXT_CPU_SHORT: dict[str, Any] = {
     "data": {"train_size": 20000, "test_size": 1000},
     "model": {"latent_dim": 64, "objective_params": {"beta": 0.1}},
     "train": {"epochs": 6, "batch_size": 128, "lr": 1e-3},
 }
 # CelebA form: the scenes' cpu-short settings, every text at start 0. With the reference's random
-# start the latents stayed at chance after 6 passes (cosine paired difference +0.000 +- 0.002); at
-# start 0 they align (+0.35 +- 0.01), 15 min (README, "Datasets"). The paper preset keeps the start.
+# start the text's position is one more factor to learn and a short run leaves the latents at
+# chance; at start 0 they align (docs/datasets.md). The paper preset keeps the random start.
 _CELEBA_CPU_SHORT: dict[str, Any] = {
     **_IMAGE_TEXT_CPU_SHORT,
     "data": {**_IMAGE_TEXT_CPU_SHORT["data"], "params": {"random_text_start": False}},
@@ -124,7 +122,7 @@ _USER_CPU_SHORT: dict[str, Any] = {
     "train": {"epochs": 10, "batch_size": 128, "lr": 1e-3},
 }
 
-# MNIST-SVHN-Text (objectives.md, "Paper hyper-parameters"): latent 32, beta 1, 100 epochs, Adam
+# MNIST-SVHN-Text (the paper's experiments section): latent 32, beta 1, 100 epochs, Adam
 # lr 5e-4, batch 256 (Sutter et al. 2020 used latent 20; the CRMVAE paper states 32).
 # `paper-weighted` adds the reference code's reconstruction weights (off in `paper`).
 _MST_PAPER: dict[str, Any] = {
@@ -135,10 +133,9 @@ _MST_PAPER_WEIGHTED: dict[str, Any] = {
     **_MST_PAPER,
     "model": {**_MST_PAPER["model"], "modalities": [to_dict(m) for m in _mnist_svhn_text_modalities(True)]},
 }
-# About 2 minutes on a 2-core CPU: the first 30,000 of the 1.12M shuffled train tuples, 2,000
-# test tuples, 2 epochs, with the reference weights: unweighted, the text (~34 nats against
-# thousands for the images) was not encoded at all after 2 epochs (0% text reconstructed from
-# text); weighted, 100%.
+# A short CPU run: the first 30,000 of the 1.12M shuffled train tuples, 2,000 test tuples,
+# 2 epochs, with the reference weights: unweighted, the 8-character text (~34 nats against
+# thousands for the images) is not encoded at all in 2 epochs; weighted, it is.
 _MST_CPU_SHORT: dict[str, Any] = {
     "data": {"train_size": 30000, "test_size": 2000},
     "model": {**_MST_PAPER_WEIGHTED["model"], "objective_params": {"beta": 1.0}},

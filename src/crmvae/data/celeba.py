@@ -68,8 +68,8 @@ BINARY_FORMS: dict[str, str] = {
 }  # fmt: skip
 #: The order of the stand-in's binary attributes, and so of its text: the scene (background,
 #: texture), which the image latent holds from the first pass, before the objects, so that it
-#: stands at a fixed place at the head of a text at start 0 (README, "Datasets": its own share of
-#: the short run's alignment is not measured).
+#: stands at a fixed place at the head of a text at start 0. Models trained on texts in another
+#: order do not read these texts.
 TEXT_ORDER = (
     "background", "texture", "objects", "shape", "colour", "size", "position",
     "shape2", "colour2", "size2", "position2",

@@ -91,9 +91,8 @@ class EvalConfig:
     is). ``n_test`` takes the first test examples (None: all). FID uses
     ``fid_samples`` generated and real images per set (few samples bias it upward), for the image
     modalities ``fid_modalities`` (None: the first one). ``fid_precision="auto"`` runs the Inception
-    network under bf16 autocast where bf16 is fast (CUDA; CPUs with AMX or AVX512-BF16: about 1.9x
-    fp32's speed with channels-last, FID moved by < 1%) and in fp32 elsewhere (emulated bf16 is
-    about 4x slower than fp32). ``classifier_thresholds`` maps a
+    network under bf16 autocast where bf16 is fast (CUDA; CPUs with AMX or AVX512-BF16) and in
+    fp32 elsewhere, where bf16 is emulated and slower than fp32. ``classifier_thresholds`` maps a
     dataset name (or ``"default"``) to the minimum recorded test accuracy of its classifiers.
     """
 

@@ -1,7 +1,7 @@
 """Layers shared by the networks. :func:`relu` is ``nn.ReLU(inplace=True)``. The others compute a
 convolution as the matmul it is when its kernel spans the whole input (or, transposed, the whole
 output): same parameters and state dict as the ``torch.nn`` layer, same outputs up to float
-rounding, and on CPU 3-4x faster forward and backward, because oneDNN runs such convolutions far
+rounding, and on CPU faster forward and backward, because oneDNN runs such convolutions far
 below matmul speed."""
 
 from __future__ import annotations

@@ -33,7 +33,8 @@ class ObjectiveContext:
     """Inputs of an objective for one batch.
 
     Attributes:
-        mu, logvar: unimodal experts ``q_m(z|x_m)``, ``[M, B, D]`` (zeros where absent).
+        mu: means of the unimodal experts ``q_m(z|x_m)``, ``[M, B, D]`` (zeros where absent).
+        logvar: their log-variances, ``[M, B, D]``.
         mask: presence ``[B, M]`` as float 0/1.
         modality_names: the M names, in expert order.
         log_likelihood: ``(m, z [K, B, D]) -> [K, B]``: ``w_m * log p(x_m | z_k)`` for each of the K
