@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The committed comparison studies under docs/results/, one (models, seeds) stage at a time.
+#
+#   bash benchmarks/study.sh polymnist [STAGE ...]      # every stage, or the given ones
+#   COMMIT=1 bash benchmarks/study.sh polymnist         # git-commit the report folder after each stage
+#
+# Every stage is a `crmvae compare` into the same report folder: records already there are reused
+# (a stage whose records all exist trains nothing), so the script can be stopped and rerun at any
+# point and only the run in progress is lost. Runs and checkpoints go to $RUNS_DIR (outside git).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dataset=${1:?usage: study.sh polymnist|mnist_svhn_text [STAGE ...]}
+shift
+RUNS_DIR=${RUNS_DIR:-$HOME/crmvae-study-runs}
+
+case $dataset in
+  polymnist)
+    out=docs/results/polymnist-study
+    metrics="[coherence,fid,probes,similarity]"
+    # PolyMNIST at the paper's settings except the budget: 10 passes, recorded after 1, 3 and 10.
+    stages=("crmvae,mvtcae 0" "crmvae,mvtcae 1" "mopoe,mmjsd_poe,mvae 0" "crmvae,mvtcae 2"
+            "mopoe,mmjsd_poe,mvae 1" "mmvae,mmjsd 0")
+    ;;
+  mnist_svhn_text)
+    out=docs/results/mnist-svhn-text-study
+    metrics="[coherence,fid,probes,similarity]"
+    stages=("crmvae,mvtcae 0" "mopoe,mvae 0" "crmvae,mvtcae 1" "mopoe,mvae 1")
+    ;;
+  *) echo "unknown study $dataset" >&2; exit 2 ;;
+esac
+
+selected=("$@")
+for i in "${!stages[@]}"; do
+  stage=$((i + 1))
+  if ((${#selected[@]})) && [[ ! " ${selected[*]} " =~ " $stage " ]]; then continue; fi
+  read -r models seeds <<< "${stages[$i]}"
+  for model in ${models//,/ }; do
+    echo "== $dataset stage $stage: $model seed $seeds ($(date -u +%H:%M:%S))"
+    crmvae compare --dataset "$dataset" --preset paper --models "$model" --seeds "$seeds" \
+      --snapshots 1,3,10 --snapshot-metrics coherence,probes,similarity \
+      --n-test 2000 --fid-samples 1000 --eval-set "metrics=$metrics" --eval-set progress=false \
+      --runs-dir "$RUNS_DIR" --out "$out"
+    if [[ ${COMMIT:-0} == 1 ]]; then
+      git add "$out" && git commit -q -m "$out: $model seed $seeds recorded after 1, 3 and 10 passes" -- "$out" \
+        || echo "commit of $out failed; the next stage commits it" >&2
+    fi
+  done
+done
