@@ -246,7 +246,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     shortcuts = [f"{key}={value}" for key, value in (
         ("n_test", args.n_test), ("fid_samples", args.fid_samples), ("device", args.device),
-        ("metrics", f"[{args.metrics}]" if args.metrics else None),
+        ("likelihood_samples", args.likelihood_samples), ("metrics", f"[{args.metrics}]" if args.metrics else None),
     ) if value is not None]
     config = from_dict(EvalConfig, apply_overrides(to_dict(EvalConfig()), [*args.set, *shortcuts]), where="evaluation config")
     checkpoint = resolve_checkpoint(args.checkpoint)
@@ -356,9 +356,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = commands.add_parser("evaluate", help="coherence, FID, latent probes... of a trained model; writes JSON")
     ev.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR")
-    ev.add_argument("--metrics", metavar="M1,M2", help="coherence,text,fid,probes,similarity (default: all that apply)")
+    ev.add_argument("--metrics", metavar="M1,M2",
+                    help="coherence,text,attributes,fid,probes,similarity,likelihood (default: all that apply but likelihood)")
     ev.add_argument("--fid-samples", type=int, help="images per FID set (default 1000; few samples bias FID upward)")
     ev.add_argument("--n-test", type=int, help="test examples to evaluate on (default 1000)")
+    ev.add_argument("--likelihood-samples", type=int, metavar="K",
+                    help="importance samples per example for --metrics likelihood (default 100)")
     ev.add_argument("--out", help="JSON file (default: <run dir>/evaluation.json)")
     ev.add_argument("--device", help="e.g. cpu or cuda")
     ev.add_argument("--data-dir", help="data.data_dir of the run's dataset")
