@@ -1,6 +1,6 @@
 """The ``crmvae`` command line: a thin layer over the Python API.
 
-Subcommands: ``data {build,info,list}``, ``train``, ``generate``, ``info``, ``models``, ``evaluate``, ``compare``. Every
+Subcommands: ``data {build,info,list}``, ``train``, ``generate``, ``info``, ``models``, ``export``, ``evaluate``, ``compare``. Every
 :class:`~crmvae.errors.CrmvaeError` is printed as ``crmvae: error: <message>`` (exit status 2,
 no traceback); an interrupted training prints where its last checkpoint is (exit status 130).
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .checkpoint import load_model, read_checkpoint
+from .checkpoint import EXPORT_CONFIG_FILE, export_safetensors, load_model, read_checkpoint
 from .config import (
     DataConfig,
     ModelConfig,
@@ -32,7 +32,7 @@ from .data import available_datasets, dataset_info, get_dataset, load_dataset
 from .errors import ConfigError, CrmvaeError
 from .objectives import OBJECTIVES
 from .presets import build_run_config
-from .training import CHECKPOINT_FILE, CONFIG_FILE, check_dataset, resolve_device, train
+from .training import CHECKPOINT_FILE, CONFIG_FILE, MODEL_FILE, check_dataset, resolve_device, train
 from .training.distributed import detect_context
 from .visualize import save_generation_grids
 
@@ -236,6 +236,15 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    checkpoint = Path(args.checkpoint)
+    if checkpoint.is_dir():
+        checkpoint = checkpoint / MODEL_FILE
+    weights = export_safetensors(checkpoint, args.out or checkpoint.parent / "export")
+    print(f"weights: {weights}\nconfig: {weights.parent / EXPORT_CONFIG_FILE}")
+    return 0
+
+
 # --------------------------------------------------------------------------------------------
 # evaluate
 
@@ -353,6 +362,11 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=cmd_info)
 
     commands.add_parser("models", help="list the objectives and their settings").set_defaults(func=cmd_models)
+
+    export = commands.add_parser("export", help="write a model as model.safetensors + config.yaml (loads without pickle)")
+    export.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR", help="a model or checkpoint file, or a run directory (its model.pt)")
+    export.add_argument("--out", help="output folder (default: <checkpoint folder>/export)")
+    export.set_defaults(func=cmd_export)
 
     ev = commands.add_parser("evaluate", help="coherence, FID, latent probes... of a trained model; writes JSON")
     ev.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR")
