@@ -257,7 +257,7 @@ def _evaluate(model: MultimodalVAE, data_cfg: DataConfig, config: EvalConfig) ->
                     "mean": similarity.gap, "stderr": similarity.gap_stderr, "examples": similarity.examples}
         if "likelihood" in metrics:
             with _timed(seconds, "likelihood", config.progress):
-                results["likelihood"] = _likelihood(model, test, config, batches, device)
+                results["likelihood"] = _likelihood(model, test, config, device)
     seconds["total"] = round(time.perf_counter() - start, 3)
     results["seconds"] = seconds
     return results
@@ -317,17 +317,21 @@ def _probes(model: MultimodalVAE, data_cfg: DataConfig, test: MultimodalDataset,
     return latent_probes(model, batches(train.subset(chosen), "probes train"), batches(test, "probes test"))
 
 
-def _likelihood(model: MultimodalVAE, test: MultimodalDataset, config: EvalConfig, batches: Any,
-                device: torch.device) -> dict[str, Any]:
+def _likelihood(model: MultimodalVAE, test: MultimodalDataset, config: EvalConfig, device: torch.device) -> dict[str, Any]:
     """``{"samples": K, "n_test": examples, "joint": nats, "conditional": {"table", "by_size"}}``
-    (see :func:`likelihood_summary`), latents from a generator seeded with ``config.seed``."""
+    (see :func:`likelihood_summary`), latents from a generator seeded with ``config.seed``.
+    Batches of about ``likelihood_batch_size / K`` examples decode K latents each per call (K in
+    chunks beyond ``likelihood_batch_size``)."""
     complete = test.mask.all(1).nonzero().flatten()[: config.likelihood_n_test]
     if not len(complete):
         raise DataError("likelihood: no evaluated test example has every modality")
     examples = test.subset(complete)
-    chunk = max(1, config.likelihood_batch_size // min(config.batch_size, len(examples)))
+    per_batch = max(1, min(config.batch_size, config.likelihood_batch_size // config.likelihood_samples))
+    batches = progress_bar(examples.batches(per_batch), total=examples.num_batches(per_batch), desc="likelihood",
+                           enabled=config.progress)
     generator = torch.Generator(device).manual_seed(config.seed)
-    estimates = importance_log_likelihoods(model, batches(examples, "likelihood"), config.likelihood_samples, chunk, generator)
+    estimates = importance_log_likelihoods(model, batches, config.likelihood_samples,
+                                           max(1, config.likelihood_batch_size // per_batch), generator)
     return {"samples": config.likelihood_samples, "n_test": len(examples),
             **likelihood_summary(estimates, model.modality_names)}
 
