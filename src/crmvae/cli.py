@@ -32,7 +32,7 @@ from .data import available_datasets, dataset_info, get_dataset, load_dataset
 from .errors import ConfigError, CrmvaeError
 from .objectives import OBJECTIVES
 from .presets import build_run_config
-from .training import CHECKPOINT_FILE, CONFIG_FILE, MODEL_FILE, check_dataset, resolve_device, train
+from .training import CHECKPOINT_FILE, CONFIG_FILE, check_dataset, resolve_device, train
 from .training.distributed import detect_context
 from .visualize import save_generation_grids
 
@@ -237,9 +237,9 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    checkpoint = Path(args.checkpoint)
-    if checkpoint.is_dir():
-        checkpoint = checkpoint / MODEL_FILE
+    from .evaluation.evaluate import resolve_checkpoint
+
+    checkpoint = resolve_checkpoint(args.checkpoint)
     weights = export_safetensors(checkpoint, args.out or checkpoint.parent / "export")
     print(f"weights: {weights}\nconfig: {weights.parent / EXPORT_CONFIG_FILE}")
     return 0
@@ -364,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("models", help="list the objectives and their settings").set_defaults(func=cmd_models)
 
     export = commands.add_parser("export", help="write a model as model.safetensors + config.yaml (loads without pickle)")
-    export.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR", help="a model or checkpoint file, or a run directory (its model.pt)")
+    export.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR", help="a model or checkpoint file, or a run directory (its model.pt, else checkpoint.pt)")
     export.add_argument("--out", help="output folder (default: <checkpoint folder>/export)")
     export.set_defaults(func=cmd_export)
 

@@ -2,7 +2,8 @@
 
 For a non-empty subset S of the modalities, K latents ``z_k ~ q(z | X_S)`` (the model's subset
 posterior: product or mixture of experts) weight the model's joint density
-``p(X_S, z) = p(z) prod_{j in S} p(x_j | z)`` with ``p(z) = N(0, I)``::
+``p(X_S, z) = p(z) prod_{j in S} p(x_j | z)`` with ``p(z) = N(0, I)`` and the decoders'
+likelihoods ``p(x_j | z)`` (without the training loss's modality weights)::
 
     log w_k = log p(z_k) + sum_{j in S} log p(x_j | z_k) - log q(z_k | X_S)
     log p(X_S) ~ log (1/K) sum_k w_k                                      (1)
