@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,27 @@ def test_cli_evaluate_refuses_weak_classifiers(run_dir: Path, tmp_path: Path, ca
     assert status == 2
     assert "below the threshold 0.999" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
+
+
+def test_cli_evaluate_likelihood(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "results.json"
+    status = main(["evaluate", str(run_dir), "--metrics", "likelihood", "--likelihood-samples", "3", "--out", str(out),
+                   "--set", "likelihood_n_test=6", "--set", "likelihood_batch_size=5", *QUICK])
+    assert status == 0
+    results = json.loads(out.read_text())
+    assert set(results) == {"n_test", "likelihood", "seconds"} and "likelihood" in results["seconds"]
+    likelihood = results["likelihood"]
+    assert set(likelihood) == {"samples", "n_test", "joint", "conditional"}
+    assert likelihood["samples"] == 3 and likelihood["n_test"] == 6
+    table = likelihood["conditional"]["table"]
+    assert set(table) == {f"m{k}" for k in range(5)} and len(table["m0"]) == 15
+    assert set(likelihood["conditional"]["by_size"]) == {"1", "2", "3", "4"}
+    assert all(math.isfinite(v) for row in table.values() for v in row.values()) and math.isfinite(likelihood["joint"])
+    assert "log-likelihood (3 importance samples, 6 examples" in capsys.readouterr().out
+    again = tmp_path / "again.json"
+    main(["evaluate", str(run_dir), "--metrics", "likelihood", "--likelihood-samples", "3", "--out", str(again),
+          "--set", "likelihood_n_test=6", "--set", "likelihood_batch_size=5", *QUICK])
+    assert json.loads(again.read_text())["likelihood"] == likelihood
 
 
 def test_evaluation_is_deterministic_and_uses_the_run_config(run_dir: Path) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -220,3 +222,19 @@ def test_progress_off_a_terminal_is_a_final_line_between_intervals(capsys: pytes
     assert line.startswith("FID real m0: 5/5 (100%) ") and line.endswith(" it/s ETA 0:00:00 | batch 64")
     assert list(progress_bar(range(3), desc="quiet", enabled=False)) == [0, 1, 2]
     assert capsys.readouterr().err == ""
+
+
+def test_progress_in_a_jupyter_kernel_is_a_tqdm_auto_bar(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a notebook stderr is no terminal, but a kernel shows ``tqdm.auto``'s widget: bars, not lines."""
+    import tqdm.auto
+
+    from crmvae.training import progress
+
+    assert progress.tqdm is tqdm.auto.tqdm and not progress.live()
+    kernel = types.SimpleNamespace(config={"IPKernelApp": {}})
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: kernel))
+    assert progress.live()
+    bar = progress.progress_bar(range(3), desc="in a notebook", enabled=True)
+    assert isinstance(bar, tqdm.auto.tqdm) and list(bar) == [0, 1, 2]
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: None))  # a plain IPython shell
+    assert isinstance(progress.progress_bar(range(3), desc="plain", enabled=True), progress.ProgressLines)

@@ -2,13 +2,14 @@
 
 Main entry points::
 
-    from crmvae import build_run_config, train, load_model, load_dataset
+    from crmvae import build_run_config, train, load_model, load_dataset, export_safetensors
     cfg = build_run_config("polymnist", model="crmvae", preset="cpu-short")
     result = train(cfg, "runs/demo")
     model = load_model("runs/demo/model.pt")
+    export_safetensors(model, "shared-model")   # model.safetensors + config.yaml; load_model reads it
 """
 
-from .checkpoint import load_model, save_model
+from .checkpoint import export_safetensors, load_model, save_model
 from .config import (
     DataConfig,
     ModalityConfig,
@@ -61,6 +62,7 @@ __all__ = [
     "available_datasets",
     "build_run_config",
     "evaluate",
+    "export_safetensors",
     "get_objective",
     "load_config",
     "load_dataset",

@@ -1,6 +1,6 @@
 """The ``crmvae`` command line: a thin layer over the Python API.
 
-Subcommands: ``data {build,info,list}``, ``train``, ``generate``, ``info``, ``models``, ``evaluate``, ``compare``. Every
+Subcommands: ``data {build,info,list}``, ``train``, ``generate``, ``info``, ``models``, ``export``, ``evaluate``, ``compare``. Every
 :class:`~crmvae.errors.CrmvaeError` is printed as ``crmvae: error: <message>`` (exit status 2,
 no traceback); an interrupted training prints where its last checkpoint is (exit status 130).
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .checkpoint import load_model, read_checkpoint
+from .checkpoint import EXPORT_CONFIG_FILE, export_safetensors, load_model, read_checkpoint
 from .config import (
     DataConfig,
     ModelConfig,
@@ -236,6 +236,15 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .evaluation.evaluate import resolve_checkpoint
+
+    checkpoint = resolve_checkpoint(args.checkpoint)
+    weights = export_safetensors(checkpoint, args.out or checkpoint.parent / "export")
+    print(f"weights: {weights}\nconfig: {weights.parent / EXPORT_CONFIG_FILE}")
+    return 0
+
+
 # --------------------------------------------------------------------------------------------
 # evaluate
 
@@ -246,7 +255,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     shortcuts = [f"{key}={value}" for key, value in (
         ("n_test", args.n_test), ("fid_samples", args.fid_samples), ("device", args.device),
-        ("metrics", f"[{args.metrics}]" if args.metrics else None),
+        ("likelihood_samples", args.likelihood_samples), ("metrics", f"[{args.metrics}]" if args.metrics else None),
     ) if value is not None]
     config = from_dict(EvalConfig, apply_overrides(to_dict(EvalConfig()), [*args.set, *shortcuts]), where="evaluation config")
     checkpoint = resolve_checkpoint(args.checkpoint)
@@ -362,11 +371,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("models", help="list the objectives and their settings").set_defaults(func=cmd_models)
 
+    export = commands.add_parser("export", help="write a model as model.safetensors + config.yaml (loads without pickle)")
+    export.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR", help="a model or checkpoint file, or a run directory (its model.pt, else checkpoint.pt)")
+    export.add_argument("--out", help="output folder (default: <checkpoint folder>/export)")
+    export.set_defaults(func=cmd_export)
+
     ev = commands.add_parser("evaluate", help="coherence, FID, latent probes... of a trained model; writes JSON")
     ev.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR")
-    ev.add_argument("--metrics", metavar="M1,M2", help="coherence,text,fid,probes,similarity (default: all that apply)")
+    ev.add_argument("--metrics", metavar="M1,M2",
+                    help="coherence,text,attributes,fid,probes,similarity,likelihood (default: all that apply but likelihood)")
     ev.add_argument("--fid-samples", type=int, help="images per FID set (default 1000; few samples bias FID upward)")
     ev.add_argument("--n-test", type=int, help="test examples to evaluate on (default 1000)")
+    ev.add_argument("--likelihood-samples", type=int, metavar="K",
+                    help="importance samples per example for --metrics likelihood (default 100)")
     ev.add_argument("--out", help="JSON file (default: <run dir>/evaluation.json)")
     ev.add_argument("--device", help="e.g. cpu or cuda")
     ev.add_argument("--data-dir", help="data.data_dir of the run's dataset")

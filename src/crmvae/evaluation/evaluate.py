@@ -3,12 +3,13 @@
 :func:`evaluate_model` runs the requested metrics that apply to the dataset: cross- and joint
 coherence, text edit distance and latent probes need labels; cosine similarity is the
 label-free alternative; attribute coherence needs a text modality that states attributes (the
-dataset's ``attribute_parsers``); FID needs image modalities. The result's top-level keys
+dataset's ``attribute_parsers``); FID needs image modalities; importance-sampled log-likelihoods
+(:mod:`crmvae.evaluation.likelihood`) run only when asked for. The result's top-level keys
 (absent when a metric did not run)::
 
     {"n_test", "classifier_accuracy", "cross_coherence", "attribute_coherence", "joint_coherence",
      "text", "fid", "probes", "cosine_similarity", "cosine_similarity_mismatched",
-     "cosine_similarity_gap", "seconds"}
+     "cosine_similarity_gap", "likelihood", "seconds"}
 
 Latent samples come from a private RNG seeded with ``EvalConfig.seed``, so results are
 deterministic and the global RNG is untouched.
@@ -31,7 +32,7 @@ from ..checkpoint import load_model, read_checkpoint
 from ..config import DataConfig, RunConfig, from_dict, load_config
 from ..data import MultimodalDataset, load_dataset
 from ..data import text as text_data
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..model import MultimodalVAE
 from ..seeding import private_rng
 from ..training import (
@@ -71,13 +72,14 @@ from .fid import (
     load_inception,
     model_fid,
 )
+from .likelihood import importance_log_likelihoods, likelihood_summary
 from .probes import latent_probes
 from .similarity import latent_cosine_similarity
 from .text import DIGIT_WORDS, digit_word, text_scorer
 
 log = logging.getLogger(__name__)
 
-METRICS = ("coherence", "text", "attributes", "fid", "probes", "similarity")
+METRICS = ("coherence", "text", "attributes", "fid", "probes", "similarity", "likelihood")
 #: Metrics that need class labels.
 LABELLED = frozenset({"coherence", "text", "probes"})
 
@@ -87,13 +89,17 @@ class EvalConfig:
     """Evaluation settings.
 
     ``metrics`` None runs every metric that applies (labels: coherence, text, fid, probes; no
-    labels: similarity, fid; attributes where a text states them). ``threads`` sets torch's CPU threads during the call (None: as
+    labels: similarity, fid; attributes where a text states them; never likelihood, which costs
+    ``2^M - 1`` subsets x K latents x M decodings per example). ``threads`` sets torch's CPU threads during the call (None: as
     is). ``n_test`` takes the first test examples (None: all). FID uses
     ``fid_samples`` generated and real images per set (few samples bias it upward), for the image
     modalities ``fid_modalities`` (None: the first one). ``fid_precision="auto"`` runs the Inception
     network under bf16 autocast where bf16 is fast (CUDA; CPUs with AMX or AVX512-BF16) and in
     fp32 elsewhere, where bf16 is emulated and slower than fp32. ``classifier_thresholds`` maps a
     dataset name (or ``"default"``) to the minimum recorded test accuracy of its classifiers.
+    ``likelihood`` estimates ``log p(X)`` and ``log p(x_m | X_S)`` with ``likelihood_samples``
+    importance samples (K) on the first ``likelihood_n_test`` evaluated examples that have every
+    modality (None: all), decoding ``likelihood_batch_size`` latents per call.
     """
 
     metrics: list[str] | None = None
@@ -110,6 +116,9 @@ class EvalConfig:
     fid_precision: Literal["fp32", "bf16", "auto"] = "auto"
     fid_channels_last: bool = True
     probe_train_size: int = 500
+    likelihood_samples: int = 100
+    likelihood_n_test: int | None = 100
+    likelihood_batch_size: int = 1024
     classifier_thresholds: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     progress: bool = True
@@ -136,7 +145,7 @@ def resolve_metrics(config: EvalConfig, labelled: bool, attribute_texts: bool = 
 
 
 def _check_config(config: EvalConfig) -> None:
-    for name in ("batch_size", "fid_batch_size"):
+    for name in ("batch_size", "fid_batch_size", "likelihood_samples", "likelihood_batch_size"):
         if getattr(config, name) < 1:
             raise ConfigError(f"eval.{name} must be >= 1, got {getattr(config, name)}")
     for name in ("fid_samples", "probe_train_size"):
@@ -144,8 +153,9 @@ def _check_config(config: EvalConfig) -> None:
             raise ConfigError(f"eval.{name} must be >= 2, got {getattr(config, name)}")
     if config.threads is not None and config.threads < 1:
         raise ConfigError(f"eval.threads must be >= 1 or null, got {config.threads}")
-    if config.n_test is not None and config.n_test < 1:
-        raise ConfigError(f"eval.n_test must be >= 1 or null (all), got {config.n_test}")
+    for name in ("n_test", "likelihood_n_test"):
+        if getattr(config, name) is not None and getattr(config, name) < 1:
+            raise ConfigError(f"eval.{name} must be >= 1 or null (all), got {getattr(config, name)}")
     classifier = config.classifier
     for name in ("epochs", "train_size"):
         if getattr(classifier, name) is not None and getattr(classifier, name) < 1:
@@ -244,6 +254,9 @@ def _evaluate(model: MultimodalVAE, data_cfg: DataConfig, config: EvalConfig) ->
                 results["cosine_similarity_mismatched"] = similarity.mismatched
                 results["cosine_similarity_gap"] = {
                     "mean": similarity.gap, "stderr": similarity.gap_stderr, "examples": similarity.examples}
+        if "likelihood" in metrics:
+            with _timed(seconds, "likelihood", config.progress):
+                results["likelihood"] = _likelihood(model, test, config, device)
     seconds["total"] = round(time.perf_counter() - start, 3)
     results["seconds"] = seconds
     return results
@@ -301,6 +314,25 @@ def _probes(model: MultimodalVAE, data_cfg: DataConfig, test: MultimodalDataset,
     generator = torch.Generator().manual_seed(config.seed)
     chosen = torch.randperm(len(train), generator=generator)[: config.probe_train_size].sort().values
     return latent_probes(model, batches(train.subset(chosen), "probes train"), batches(test, "probes test"))
+
+
+def _likelihood(model: MultimodalVAE, test: MultimodalDataset, config: EvalConfig, device: torch.device) -> dict[str, Any]:
+    """``{"samples": K, "n_test": examples, "joint": nats, "conditional": {"table", "by_size"}}``
+    (see :func:`likelihood_summary`), latents from a generator seeded with ``config.seed``.
+    Batches of about ``likelihood_batch_size / K`` examples decode K latents each per call (K in
+    chunks beyond ``likelihood_batch_size``)."""
+    complete = test.mask.all(1).nonzero().flatten()[: config.likelihood_n_test]
+    if not len(complete):
+        raise DataError("likelihood: no evaluated test example has every modality")
+    examples = test.subset(complete)
+    per_batch = max(1, min(config.batch_size, config.likelihood_batch_size // config.likelihood_samples))
+    batches = progress_bar(examples.batches(per_batch), total=examples.num_batches(per_batch), desc="likelihood",
+                           enabled=config.progress)
+    generator = torch.Generator(device).manual_seed(config.seed)
+    estimates = importance_log_likelihoods(model, batches, config.likelihood_samples,
+                                           max(1, config.likelihood_batch_size // per_batch), generator)
+    return {"samples": config.likelihood_samples, "n_test": len(examples),
+            **likelihood_summary(estimates, model.modality_names)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -378,5 +410,10 @@ def format_results(results: dict[str, Any]) -> str:
         lines.append(f"latent cosine similarity: {results['cosine_similarity']:.4f} "
                      f"(between different examples: {results['cosine_similarity_mismatched']:.4f}; "
                      f"paired difference {gap['mean']:+.4f} +- {gap['stderr']:.4f} s.e. over {gap['examples']} examples)")
+    if "likelihood" in results:
+        lik = results["likelihood"]
+        lines.append(f"log-likelihood ({lik['samples']} importance samples, {lik['n_test']} examples, nats per example): "
+                     f"joint {lik['joint']:.2f}; conditional by subset size: "
+                     + "  ".join(f"{k}: {v:.2f}" for k, v in lik["conditional"]["by_size"].items()))
     lines.append("seconds: " + "  ".join(f"{k} {v:.1f}" for k, v in results["seconds"].items()))
     return "\n".join(lines)

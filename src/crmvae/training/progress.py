@@ -1,4 +1,5 @@
-"""Training progress on stderr: a tqdm bar per epoch, or plain lines when not on a terminal."""
+"""Training progress on stderr: a tqdm bar per epoch (a widget in Jupyter, through ``tqdm.auto``),
+or plain lines when neither a terminal nor a notebook shows it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import time
 from collections.abc import Iterable, Iterator, Sized
 from typing import Any, TextIO, TypeVar, final
 
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from .metrics import LOSS
 
@@ -84,6 +85,18 @@ class ProgressLines:
         self._last, self._unwritten = now, False
 
 
+def live() -> bool:
+    """Whether a bar can be drawn in place: stderr is a terminal, or the code runs in a Jupyter
+    kernel (where :mod:`tqdm.auto` draws a notebook widget)."""
+    return sys.stderr.isatty() or _in_jupyter()
+
+
+def _in_jupyter() -> bool:
+    ipython = sys.modules.get("IPython")  # a kernel has imported it; never import it here
+    shell = ipython.get_ipython() if ipython is not None else None
+    return shell is not None and "IPKernelApp" in shell.config
+
+
 def _length(iterable: Iterable[object] | None) -> int | None:
     return len(iterable) if isinstance(iterable, Sized) else None
 
@@ -91,10 +104,10 @@ def _length(iterable: Iterable[object] | None) -> int | None:
 def progress_bar(
     iterable: Iterable[T] | None = None, *, total: int | None = None, desc: str, enabled: bool
 ) -> tqdm | ProgressLines:
-    """Progress of a long loop on stderr when ``enabled``: a transient tqdm bar on a terminal, plain
-    :class:`ProgressLines` otherwise (logs written to files get lines, not carriage-return noise);
-    a silent pass-through when not ``enabled``."""
-    if enabled and not sys.stderr.isatty():
+    """Progress of a long loop on stderr when ``enabled``: a transient tqdm bar on a terminal or in
+    a notebook (:func:`live`), plain :class:`ProgressLines` otherwise (logs written to files get
+    lines, not carriage-return noise); a silent pass-through when not ``enabled``."""
+    if enabled and not live():
         return ProgressLines(iterable, total, desc)
     return tqdm(iterable, total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
 
@@ -110,7 +123,7 @@ class Progress:
         epochs: number of epochs of the run (for ``epoch i/N``).
         steps_per_epoch, examples_per_epoch: sizes of an epoch (for the bar and the lines).
         total_steps: steps of the whole run (for the ETA of the plain lines).
-        bar: draw tqdm bars (``train.progress`` and stderr is a terminal).
+        bar: draw tqdm bars (``train.progress`` and :func:`live`).
         stream: where to write (default ``sys.stderr``).
     """
 

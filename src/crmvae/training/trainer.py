@@ -53,7 +53,7 @@ from .distributed import (
     wrap,
 )
 from .metrics import LOSS, MetricsLog, TermSums, stack_values
-from .progress import Progress, format_duration
+from .progress import Progress, format_duration, live
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -265,7 +265,7 @@ class _Run:
         self.total_steps = self.planned_steps if tc.max_steps is None else min(tc.max_steps, self.planned_steps)
         self.progress = Progress(
             tc.epochs, self.steps_per_epoch, len(train_set), self.total_steps,
-            bar=tc.progress and ctx.is_main and sys.stderr.isatty(),
+            bar=tc.progress and ctx.is_main and live(),
         )
         self.session_start = self.log_time = time.perf_counter()
         self.session_steps = 0
