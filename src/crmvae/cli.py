@@ -30,6 +30,7 @@ from .config import (
 )
 from .data import available_datasets, dataset_info, get_dataset, load_dataset
 from .errors import ConfigError, CrmvaeError
+from .fileio import atomic_write
 from .objectives import OBJECTIVES
 from .presets import build_run_config
 from .training import CHECKPOINT_FILE, CONFIG_FILE, check_dataset, resolve_device, train
@@ -256,8 +257,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     results = evaluate_checkpoint(checkpoint, config, data)
     print(format_results(results))
     out = Path(args.out or checkpoint.parent / "evaluation.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    atomic_write(out, json.dumps(results, indent=2))
     print(f"results: {out}")
     return 0
 

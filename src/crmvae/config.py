@@ -19,6 +19,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 from .errors import ConfigError
+from .fileio import atomic_write
 
 T = TypeVar("T")
 
@@ -198,9 +199,7 @@ def save_config(cfg: Any, path: str | Path) -> None:
     path = Path(path)
     data = to_dict(cfg)
     text = json.dumps(data, indent=2) if path.suffix == ".json" else yaml.safe_dump(data, sort_keys=False)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    atomic_write(path, text)
 
 
 def load_config(cls: type[T], path: str | Path) -> T:

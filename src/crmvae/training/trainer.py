@@ -40,6 +40,7 @@ from ..config import (
 )
 from ..data import Batch, MultimodalDataset, dataset_info, load_dataset
 from ..errors import CheckpointError, ConfigError, NonFiniteLossError
+from ..fileio import atomic_write, make_dir, remove_stale_temporaries
 from ..model import MultimodalVAE
 from ..objectives import ObjectiveOutput
 from ..seeding import private_rng
@@ -224,7 +225,7 @@ def train(config: RunConfig, out_dir: str | Path, resume: bool = False) -> Train
         for dataset in (train_set, test_set):
             check_dataset(config.model, dataset)
         if ctx.is_main:
-            out.mkdir(parents=True, exist_ok=True)
+            make_dir(out)
             save_config(config, out / CONFIG_FILE)
         model = model.to(device, memory_format=memory_format(config.train))
         run = _Run(config, out, model, train_set, test_set, device, checkpoint, ctx)
@@ -457,7 +458,7 @@ class _Run:
             "examples_per_s": s.examples_seen / max(elapsed, 1e-9),
             "files": {k: str(v) for k, v in paths.items()} | {"grids": [str(p) for p in grids]},
         }
-        (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+        atomic_write(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
         return TrainResult(
             out, self.config, s.epoch, s.global_step, last, paths["config"], paths["metrics"],
             paths["checkpoint"], paths["model"], paths["summary"], grids,
@@ -490,9 +491,11 @@ def _check_train_config(tc: TrainConfig, world_size: int = 1) -> None:
 
 
 def _open_run_dir(out: Path, resume: bool) -> dict[str, Any] | None:
-    """The checkpoint to resume from, or ``None`` for a new run; refuses to overwrite a run."""
+    """The checkpoint to resume from, or ``None`` for a new run; refuses to overwrite a run.
+    Temporaries of writes cut short by a kill are removed first."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output directory {out} is a file")
+    remove_stale_temporaries(out)
     checkpoint = out / CHECKPOINT_FILE
     contents = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
     if resume:
