@@ -1,43 +1,49 @@
-"""Saving and loading models and training state: atomic writes, ``weights_only=True`` reads.
+"""Saving and loading models and training state: atomic writes, ``weights_only=True`` reads, and
+the one validation every reader goes through.
 
 A checkpoint is a dict of tensors and plain Python values only (no pickled classes), so it loads
 with ``torch.load(path, weights_only=True)``::
 
     {"format": "crmvae", "version": 1, "model_config": {...}, "model": state_dict, **extra}
+
+A training checkpoint adds the keys of :data:`TRAINING_KEYS`. :func:`read_checkpoint` checks
+this schema and :func:`load_weights` the weights' names and shapes against the configuration,
+so a damaged or foreign file is a one-line :class:`CheckpointError` wherever it is opened
+(``info``, ``generate``, ``evaluate``, resume).
 """
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor, nn
 
-from .config import ModelConfig, from_dict, to_dict
-from .errors import CheckpointError
+from .config import ModelConfig, RunConfig, from_dict, to_dict
+from .errors import CheckpointError, ConfigError
+from .fileio import TORCH_LOAD_ERRORS, atomic_write
 from .model import MultimodalVAE
 
 FORMAT = "crmvae"
 VERSION = 1
 
+#: Keys of every checkpoint and the type of their values.
+MODEL_KEYS: dict[str, type | tuple[type, ...]] = {"format": str, "version": int, "model_config": dict, "model": dict}
+#: Keys a training checkpoint (one with an ``optimizer``) adds, and the type of their values.
+TRAINING_KEYS: dict[str, type | tuple[type, ...]] = {
+    "run_config": dict, "optimizer": dict, "epoch": int, "step_in_epoch": int, "global_step": int,
+    "examples_seen": int, "elapsed_s": (int, float), "last_epoch_metrics": dict, "term_names": list,
+    "epoch_sums": dict, "log_mark": dict, "rng_state": dict,
+}
+_REMEDY = "the file is damaged or was not written by crmvae; use another checkpoint"
+
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``torch.save`` through :func:`~crmvae.fileio.atomic_write`."""
+    atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 def save_model(model: MultimodalVAE, path: str | Path, **extra: Any) -> None:
@@ -52,31 +58,114 @@ def save_model(model: MultimodalVAE, path: str | Path, **extra: Any) -> None:
     atomic_torch_save(payload, path)
 
 
+def _load(path: Path, map_location: str | torch.device) -> Any:
+    """``torch.load(path, weights_only=True)`` with a one-line :class:`CheckpointError` for a
+    file that cannot be read, is no PyTorch archive, or holds more than tensors and plain values."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
+    except TORCH_LOAD_ERRORS as exc:
+        if not zipfile.is_zipfile(path):
+            raise CheckpointError(
+                f"{path} is not a PyTorch checkpoint (truncated, or another kind of file); {_REMEDY}"
+            ) from None
+        if isinstance(exc, pickle.UnpicklingError):
+            raise CheckpointError(
+                f"{path} holds Python objects other than tensors and plain values and is refused, since "
+                f"loading them could run code (crmvae checkpoints never hold any); {_REMEDY}"
+            ) from None
+        reason = str(exc).strip().split(". ")[0].splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path} is damaged ({reason}); {_REMEDY}") from None
+
+
+def _check_keys(payload: dict[str, Any], path: Path, schema: dict[str, Any], what: str) -> None:
+    missing = [key for key in schema if key not in payload]
+    if missing:
+        raise CheckpointError(f"{path}: {what} lacks {', '.join(map(repr, missing))}; {_REMEDY}")
+    wrong = [f"{key!r} is a {type(payload[key]).__name__}" for key, tp in schema.items()
+             if not isinstance(payload[key], tp) or isinstance(payload[key], bool)]
+    if wrong:
+        raise CheckpointError(f"{path}: {what} is malformed ({', '.join(wrong)}); {_REMEDY}")
+
+
+def _check_training_state(payload: dict[str, Any], path: Path) -> None:
+    """The nested parts of a training checkpoint that resuming reads."""
+    _check_keys(payload, path, TRAINING_KEYS, "the training checkpoint")
+    parts = {
+        "optimizer": ("state", "param_groups"), "epoch_sums": ("sums", "examples"),
+        "log_mark": ("sums", "examples"), "rng_state": ("cpu",),
+    }
+    for key, inner in parts.items():
+        missing = [k for k in inner if k not in payload[key]]
+        if missing:
+            raise CheckpointError(f"{path}: {key!r} lacks {', '.join(map(repr, missing))}; {_REMEDY}")
+    if not isinstance(payload["rng_state"]["cpu"], Tensor):
+        raise CheckpointError(f"{path}: 'rng_state' holds no RNG state tensor; {_REMEDY}")
+    try:
+        from_dict(RunConfig, payload["run_config"], where=f"{path}: run_config")
+    except ConfigError as exc:
+        raise CheckpointError(f"{exc}; {_REMEDY}") from None
+
+
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint dict with ``weights_only=True`` and check its format."""
+    """Read a checkpoint with ``weights_only=True`` and check its schema: format, version, the
+    model's keys, and a training checkpoint's state. The weights are checked by :func:`load_weights`."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, ValueError, KeyError, EOFError, OSError, pickle.UnpicklingError) as exc:
-        # what torch.load raises for truncated, foreign or non-weights-only files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise CheckpointError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {reason})") from None
+    payload = _load(path, map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a crmvae checkpoint")
+        raise CheckpointError(
+            f"{path} is not a crmvae checkpoint (it has no 'format': 'crmvae' entry; another program "
+            f"wrote it); use a model.pt or checkpoint.pt of a crmvae run"
+        )
     if payload.get("version") != VERSION:
         raise CheckpointError(f"{path}: checkpoint version {payload.get('version')} is not supported (expected {VERSION})")
+    _check_keys(payload, path, MODEL_KEYS, "the checkpoint")
+    if not all(isinstance(v, Tensor) for v in payload["model"].values()):
+        raise CheckpointError(f"{path}: 'model' holds values other than tensors; {_REMEDY}")
+    if "optimizer" in payload:
+        _check_training_state(payload, path)
     return payload
+
+
+def _stored_model(payload: dict[str, Any], path: str | Path) -> MultimodalVAE:
+    """A freshly initialised model of the configuration stored in a checkpoint."""
+    try:
+        return MultimodalVAE(from_dict(ModelConfig, payload["model_config"], where=f"{path}: model_config"))
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: its model configuration is invalid: {exc}; {_REMEDY}") from None
+
+
+def load_weights(model: nn.Module, state: dict[str, Tensor], path: str | Path) -> None:
+    """Load ``state`` into ``model`` after checking that it has exactly the model's weights, in
+    the model's shapes; a :class:`CheckpointError` naming the first differences otherwise."""
+    expected = model.state_dict()
+    missing = sorted(expected.keys() - state.keys())
+    extra = sorted(state.keys() - expected.keys())
+    shapes = [f"{k} is {list(state[k].shape)}, expected {list(v.shape)}"
+              for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    problems = [text for text, items in (
+        (f"missing weights {missing[:3]}", missing), (f"unknown weights {extra[:3]}", extra),
+        ("; ".join(shapes[:3]), shapes),
+    ) if items]
+    if problems:
+        raise CheckpointError(
+            f"{path}: the weights do not fit the model configuration stored with them: {'; '.join(problems)}"
+            f"{' ...' if len(missing) + len(extra) + len(shapes) > 3 else ''}; {_REMEDY}"
+        )
+    model.load_state_dict(state)
+
+
+def validate_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], MultimodalVAE]:
+    """The checkpoint's contents and its model with the weights loaded, both checked."""
+    payload = read_checkpoint(path, map_location)
+    model = _stored_model(payload, path)
+    load_weights(model, payload["model"], path)
+    return payload, model.to(map_location)
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> MultimodalVAE:
     """Rebuild a :class:`MultimodalVAE` from a checkpoint written by :func:`save_model` or training."""
-    payload = read_checkpoint(path, map_location)
-    config = from_dict(ModelConfig, payload["model_config"], where=f"{path}: model_config")
-    model = MultimodalVAE(config)
-    try:
-        model.load_state_dict(payload["model"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not match the configuration: {exc}") from None
-    return model.to(map_location)
+    return validate_checkpoint(path, map_location)[1]

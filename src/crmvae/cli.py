@@ -18,10 +18,9 @@ from typing import Any
 
 import torch
 
-from .checkpoint import load_model, read_checkpoint
+from .checkpoint import load_model, read_checkpoint, validate_checkpoint
 from .config import (
     DataConfig,
-    ModelConfig,
     RunConfig,
     apply_overrides,
     from_dict,
@@ -192,8 +191,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def checkpoint_info(path: str | Path) -> dict[str, Any]:
     """A JSON-friendly description of a model or training checkpoint."""
     path = Path(path)
-    payload = read_checkpoint(path)
-    config = from_dict(ModelConfig, payload["model_config"], where=f"{path}: model_config")
+    payload, model = validate_checkpoint(path)
+    config = model.config
     info: dict[str, Any] = {
         "file": str(path),
         "size_mb": round(path.stat().st_size / 2**20, 2),

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..checkpoint import read_checkpoint, save_model
+from ..checkpoint import load_weights, read_checkpoint, save_model
 from ..config import (
     ModelConfig,
     RunConfig,
@@ -274,8 +274,9 @@ class _Run:
         self.log_examples = self.state.examples_seen
 
     def _restore(self, checkpoint: dict[str, Any]) -> None:
-        self.model.load_state_dict(checkpoint["model"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        path = self.out / CHECKPOINT_FILE
+        load_weights(self.model, checkpoint["model"], path)
+        _load_optimizer(self.optimizer, checkpoint["optimizer"], path)
         self.state = _State(**{f.name: checkpoint[f.name] for f in fields(_State)})
         self.names = list(checkpoint["term_names"])
         self.sums = TermSums.from_state(checkpoint["epoch_sums"], self.device)
@@ -516,6 +517,22 @@ def _open_run_dir(out: Path, resume: bool) -> dict[str, Any] | None:
     if contents:
         raise ConfigError(f"output directory {out} is not empty ({', '.join(contents[:5])}); choose another one")
     return None
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, state: dict[str, Any], path: Path) -> None:
+    """Load a checkpoint's optimizer state, checked to hold one state of each parameter's shape."""
+    try:
+        optimizer.load_state_dict(state)
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: the optimizer state does not fit the model ({exc}); the file is damaged") from None
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for name, value in optimizer.state[param].items():
+                if isinstance(value, Tensor) and value.ndim and value.shape != param.shape:
+                    raise CheckpointError(
+                        f"{path}: the optimizer state {name!r} is {list(value.shape)} for a parameter of "
+                        f"shape {list(param.shape)}; the file is damaged"
+                    )
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
