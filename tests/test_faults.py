@@ -20,7 +20,7 @@ import torch
 import yaml
 
 from crmvae import fileio
-from crmvae.checkpoint import MODEL_KEYS, TRAINING_KEYS
+from crmvae.checkpoint import MODEL_KEYS, TRAINING_KEYS, validate_checkpoint
 from crmvae.cli import main
 
 SPECS = [{"name": "img", "kind": "image", "shape": [1, 4, 4]}, {"name": "vec", "kind": "vector", "shape": [3]}]
@@ -39,14 +39,15 @@ def user_data(root: Path, vec: np.ndarray | None = None) -> Path:
 
 
 def fails(capsys: pytest.CaptureFixture[str], args: list[str], *fragments: str) -> str:
-    """Run the CLI in-process; assert exit 2 and one line naming ``fragments``; return it."""
+    """Run the CLI in-process; assert exit 2 and one error line (after any progress lines)
+    naming ``fragments``, no traceback; return the line."""
     assert main(args) == 2
     err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("crmvae: error: ") and "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("crmvae:")]
+    assert errors == [err.strip().splitlines()[-1]] and errors[0].startswith("crmvae: error: ") and "Traceback" not in err, err
     for fragment in fragments:
-        assert fragment in err, (fragment, err)
-    return lines[0]
+        assert fragment in errors[0], (fragment, err)
+    return errors[0]
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +179,122 @@ def test_another_objectives_checkpoint_is_refused_on_resume(run: Path, tmp_path:
 def test_info_checks_the_weights(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["info", str(run / "checkpoint.pt")]) == 0
     assert "kind: training checkpoint" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------------------------
+# unwritable and full locations, kills during writes, permissions
+
+
+class _FullDisk:
+    """A file handle whose writes fail with ENOSPC once ``room`` bytes are written."""
+
+    def __init__(self, handle: Any, room: int) -> None:
+        self.handle, self.room = handle, room
+
+    def write(self, data: bytes) -> int:
+        self.room -= len(data)
+        if self.room < 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return self.handle.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.handle, name)
+
+    def __enter__(self) -> _FullDisk:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.handle.close()
+
+
+def fail_opening(monkeypatch: pytest.MonkeyPatch, fault: Callable[[str, str, Any], Any]) -> None:
+    """Route :mod:`crmvae.fileio`'s ``open`` through ``fault(path, mode, handle_opener)``."""
+    real = open
+    monkeypatch.setattr(fileio, "open", lambda path, mode="r", **kw: fault(str(path), mode, lambda: real(path, mode, **kw)), raising=False)
+
+
+def copy_run(run: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("config.yaml", "metrics.jsonl", "checkpoint.pt", "model.pt"):
+        (out / name).write_bytes((run / name).read_bytes())
+    return out
+
+
+@pytest.mark.parametrize("target", ["checkpoint.pt", "metrics.jsonl", "model.pt"])
+def test_full_disk_is_one_line_and_keeps_the_saved_files(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, target: str
+) -> None:
+    out = copy_run(run, tmp_path)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    fail_opening(monkeypatch, lambda path, mode, opener: _FullDisk(opener(), 1000 if target.endswith(".pt") else 0) if target in Path(path).name else opener())
+    fails(capsys, ["train", "--out", str(out), "--resume", "--epochs", "2"], f"cannot write {out / target}: No space left on device", "free some space")
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+    if target.endswith(".pt"):
+        assert (out / target).read_bytes() == before[target]
+    for name in ("checkpoint.pt", "model.pt"):
+        validate_checkpoint(out / name)
+
+
+def test_read_only_location_is_one_line(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    def read_only(path: str, mode: str, opener: Callable[[], Any]) -> Any:
+        if any(c in mode for c in "wxa"):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+        return opener()
+
+    fail_opening(monkeypatch, read_only)
+    data = Path(payload(run / "model.pt")["run_config"]["data"]["root"])
+    out = tmp_path / "out"
+    fails(capsys, ["train", "--data", str(data), "--out", str(out), *FAST], f"cannot write {out / 'config.yaml'}", "read-only")
+
+
+@pytest.mark.parametrize("command", ["train", "generate"])
+def test_output_under_proc_is_one_line(run: Path, capsys: pytest.CaptureFixture[str], command: str) -> None:
+    out = "/proc/crmvae-test/out"
+    args = {
+        "train": ["train", "--data", str(payload(run / "model.pt")["run_config"]["data"]["root"]), "--out", out, *FAST],
+        "generate": ["generate", str(run / "model.pt"), "--n", "2", "--out", out],
+    }[command]
+    fails(capsys, args, "cannot create the folder /proc/crmvae-test", "choose another location")
+
+
+def test_a_write_killed_midway_leaves_a_temporary_that_the_next_run_removes(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = copy_run(run, tmp_path)
+    before = (out / "checkpoint.pt").read_bytes()
+    writer = (
+        "import sys, time; from crmvae.fileio import atomic_write\n"
+        "def write(f): f.write(b'x' * 4096); f.flush(); print('writing', flush=True); time.sleep(60)\n"
+        "atomic_write(sys.argv[1], write)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(fileio.__file__).parents[1])}
+    with subprocess.Popen([sys.executable, "-c", writer, str(out / "checkpoint.pt")], stdout=subprocess.PIPE, text=True, env=env) as proc:
+        assert proc.stdout is not None and proc.stdout.readline() == "writing\n"
+        proc.send_signal(signal.SIGKILL)
+    stale = [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert len(stale) == 1 and stale[0].startswith(".checkpoint.pt.")
+    assert (out / "checkpoint.pt").read_bytes() == before
+    fails(capsys, ["train", "--out", str(out), "--resume", "--set", "train.lr=1"], "configuration differs")  # any start cleans
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_temporaries_of_live_writers_are_kept(tmp_path: Path) -> None:
+    mine = tmp_path / f".model.pt.{os.getpid()}.0123abcd.tmp"
+    mine.write_bytes(b"in progress")
+    assert fileio.remove_stale_temporaries(tmp_path) == [] and mine.exists()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_files_are_created_with_the_umask(tmp_path: Path, umask: int) -> None:
+    old = os.umask(umask)
+    try:
+        path = fileio.atomic_write(tmp_path / "f.json", "{}")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_run_files_are_group_readable_under_the_default_umask(run: Path) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("model.pt", "checkpoint.pt", "config.yaml", "summary.json"):
+        assert (run / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
