@@ -298,3 +298,35 @@ def test_run_files_are_group_readable_under_the_default_umask(run: Path) -> None
     os.umask(umask)
     for name in ("model.pt", "checkpoint.pt", "config.yaml", "summary.json"):
         assert (run / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+
+
+# --------------------------------------------------------------------------------------------
+# registries
+
+
+def _registries() -> dict[str, tuple[Any, Callable[[Any], Any], str]]:
+    """Each registry, a function looking a name up in it, and an entry it holds."""
+    from crmvae.data import DATASETS, get_dataset
+    from crmvae.evaluation.classifiers import ARCHITECTURES
+    from crmvae.likelihoods import LIKELIHOODS, build_likelihood
+    from crmvae.nets import NETWORKS
+    from crmvae.objectives import OBJECTIVES, get_objective
+
+    return {
+        "objective": (OBJECTIVES, get_objective, "crmvae"),
+        "network": (NETWORKS, NETWORKS.lookup, "generic_mlp"),
+        "dataset": (DATASETS, get_dataset, "polymnist"),
+        "likelihood": (LIKELIHOODS, build_likelihood, "normal"),
+        "classifier": (ARCHITECTURES, ARCHITECTURES.lookup, "mlp"),
+    }
+
+
+@pytest.mark.parametrize("kind", ["objective", "network", "dataset", "likelihood", "classifier"])
+def test_registries_refuse_duplicates_and_list_the_known_names(kind: str) -> None:
+    from crmvae.errors import ConfigError
+
+    registry, lookup, known = _registries()[kind]
+    with pytest.raises(ConfigError, match=f"'{known}' is already registered"):
+        registry.add(known, registry[known])
+    with pytest.raises(ConfigError, match=rf"unknown .*'nope'; available: \[.*'{known}'"):
+        lookup("nope")

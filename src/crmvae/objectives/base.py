@@ -24,6 +24,7 @@ from torch import Tensor
 
 from ..distributions import subset_poe
 from ..errors import ConfigError
+from ..registry import Registry
 
 Aggregation = Literal["poe", "mixture"]
 
@@ -120,27 +121,23 @@ class ObjectiveEntry:
     summary: str
 
 
-OBJECTIVES: dict[str, ObjectiveEntry] = {}
+OBJECTIVES: Registry[ObjectiveEntry] = Registry("model/objective")
 
 
 def register_objective(name: str, config_cls: type[ObjectiveConfig], summary: str) -> Callable[[LossFn], LossFn]:
     """Decorator adding a loss function to :data:`OBJECTIVES` under ``name``."""
 
     def decorate(fn: LossFn) -> LossFn:
-        if name in OBJECTIVES:
-            raise ValueError(f"objective {name!r} registered twice")
-        OBJECTIVES[name] = ObjectiveEntry(name, config_cls, fn, summary)
+        OBJECTIVES.add(name, ObjectiveEntry(name, config_cls, fn, summary))
         return fn
 
     return decorate
 
 
 def get_objective(name: str) -> ObjectiveEntry:
-    """The registered objective ``name`` (a :class:`ConfigError` lists the known ones)."""
+    """The registered objective ``name`` (case and ``-``/``_`` do not matter)."""
     key = name.lower().replace("-", "_")
-    if key not in OBJECTIVES:
-        raise ConfigError(f"unknown model/objective {name!r}; available: {sorted(OBJECTIVES)}")
-    return OBJECTIVES[key]
+    return OBJECTIVES[key] if key in OBJECTIVES else OBJECTIVES.lookup(name)
 
 
 def build_objective_config(name: str, params: dict[str, Any], num_modalities: int) -> ObjectiveConfig:
