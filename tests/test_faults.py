@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -330,3 +331,61 @@ def test_registries_refuse_duplicates_and_list_the_known_names(kind: str) -> Non
         registry.add(known, registry[known])
     with pytest.raises(ConfigError, match=rf"unknown .*'nope'; available: \[.*'{known}'"):
         lookup("nope")
+
+
+# --------------------------------------------------------------------------------------------
+# configuration values: checked when a configuration is built, so the API meets the CLI's errors
+
+BAD_VALUES = {
+    "train.epochs=0": "train.epochs must be >= 1, got 0",  # would write an untrained model.pt
+    "train.lr=-1": "train.lr must be a positive number, got -1",
+    "train.lr=.nan": "train.lr must be a positive number, got nan",
+    "train.batch_size=0": "train.batch_size must be >= 1, got 0",
+    "train.max_steps=0": "train.max_steps must be >= 1 or null, got 0",
+    "train.precision=fp16": "train.precision: 'fp16' is not one of",
+    "data.train_size=0": "data.train_size must be >= 1 or null, got 0",
+    "data.seed=-1": "data.seed must be >= 0, got -1",
+    "model.latent_dim=0": "model.latent_dim must be >= 1, got 0",
+}
+
+
+@pytest.mark.parametrize("override", BAD_VALUES)
+def test_bad_values_are_refused_when_the_config_is_built(override: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from crmvae.config import DataConfig, ModelConfig, TrainConfig
+    from crmvae.errors import ConfigError
+    from crmvae.presets import build_run_config
+
+    message = BAD_VALUES[override]
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        build_run_config("polymnist", "crmvae", "cpu-short", [override])
+    section, assignment = override.split(".", 1)
+    key, value = assignment.split("=")
+    cls = {"train": TrainConfig, "data": DataConfig, "model": ModelConfig}[section]
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        cls(**{key: yaml.safe_load(value)})
+    fails(capsys, ["train", "--set", override], message)
+
+
+def test_values_assigned_after_building_are_checked_by_train(tmp_path: Path) -> None:
+    from crmvae.errors import ConfigError
+    from crmvae.presets import build_run_config
+    from crmvae.training import train
+
+    config = build_run_config("polymnist", "crmvae", "cpu-short")
+    config.train.epochs = 0
+    with pytest.raises(ConfigError, match="train.epochs must be >= 1"):
+        train(config, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("shape", [3, 0], "shape must be a non-empty list of positive sizes"),
+    ("likelihood_scale", 0.0, "likelihood_scale must be > 0"),
+    ("weight", -1.0, "weight must be >= 0"),
+])
+def test_bad_modality_values_are_refused_when_built(field: str, value: Any, message: str) -> None:
+    from crmvae.config import ModalityConfig
+    from crmvae.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"modality 'm': {message}"):
+        ModalityConfig(**{"name": "m", "shape": [3], field: value})

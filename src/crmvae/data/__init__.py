@@ -85,10 +85,7 @@ def _resolve(cfg: DataConfig) -> tuple[DatasetProvider, DataConfig]:
 
 
 def _requested_size(cfg: DataConfig, split: str) -> int | None:
-    size = cfg.train_size if split == "train" else cfg.test_size
-    if size is not None and size <= 0:
-        raise ConfigError(f"data.{split}_size={size}; expected a positive number or null (all)")
-    return size
+    return cfg.train_size if split == "train" else cfg.test_size
 
 
 def load_dataset(cfg: DataConfig, split: str) -> MultimodalDataset:

@@ -202,8 +202,9 @@ def train(config: RunConfig, out_dir: str | Path, resume: bool = False) -> Train
     ``train`` and the run is data-parallel; every rank returns rank 0's :class:`TrainResult`.
     """
     out = Path(out_dir)
+    config = from_dict(RunConfig, to_dict(config), where="run config")  # values assigned after it was built
     ctx = detect_context()
-    _check_train_config(config.train, ctx.world_size)
+    _check_batch_size(config.train, ctx.world_size)
     device = resolve_device(config.train.device)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
@@ -470,19 +471,8 @@ class _Run:
 # checks and small helpers
 
 
-def _check_train_config(tc: TrainConfig, world_size: int = 1) -> None:
-    minimum = {
-        "epochs": 0, "batch_size": 1, "seed": 0, "log_every": 1, "checkpoint_every": 1, "grid_examples": 0,
-    }
-    for key, low in minimum.items():
-        if getattr(tc, key) < low:
-            raise ConfigError(f"train.{key} must be >= {low}, got {getattr(tc, key)}")
-    for key in ("threads", "max_steps"):
-        value = getattr(tc, key)
-        if value is not None and value < 1:
-            raise ConfigError(f"train.{key} must be >= 1 or null, got {value}")
-    if not tc.lr > 0:
-        raise ConfigError(f"train.lr must be > 0, got {tc.lr}")
+def _check_batch_size(tc: TrainConfig, world_size: int) -> None:
+    """The global batch splits evenly over the processes (other values are checked by :class:`TrainConfig`)."""
     if tc.batch_size % world_size:
         raise ConfigError(
             f"train.batch_size={tc.batch_size} is the global batch and must be a multiple of the number of "
