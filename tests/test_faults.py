@@ -389,3 +389,33 @@ def test_bad_modality_values_are_refused_when_built(field: str, value: Any, mess
 
     with pytest.raises(ConfigError, match=rf"modality 'm': {message}"):
         ModalityConfig(**{"name": "m", "shape": [3], field: value})
+
+
+# --------------------------------------------------------------------------------------------
+# absurd data values
+
+
+def _vectors(row: int, value: float) -> np.ndarray:
+    x = np.random.default_rng(1).normal(size=(24, 3))
+    x[row, 1] = value
+    return x
+
+
+@pytest.mark.parametrize("value, words", [
+    (1e30, "example 5 holds 1e+30, outside [-1e+06, 1e+06]"),
+    (-2e7, "example 5 holds -2e+07, outside [-1e+06, 1e+06]"),
+    (np.inf, "example 5 is infinite"),
+    (1e300, "example 5 is infinite or beyond float32's range"),
+    (np.nan, "example 5 is partly NaN"),
+])
+def test_absurd_vector_values_are_refused_on_load(tmp_path: Path, capsys: pytest.CaptureFixture[str], value: float, words: str) -> None:
+    root = user_data(tmp_path / "data", _vectors(5, value))
+    fails(capsys, ["train", "--data", str(root), "--out", str(tmp_path / "out"), *FAST], str(root / "vec.npy"), "modality 'vec'", words)
+    assert not (tmp_path / "out").exists()
+
+
+def test_bernoulli_vectors_must_lie_in_the_unit_interval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = user_data(tmp_path / "data", np.random.default_rng(1).random((24, 3)) * 1.5)
+    specs = [SPECS[0], SPECS[1] | {"likelihood": "bernoulli"}]
+    (root / "modalities.yaml").write_text(yaml.safe_dump({"modalities": specs}))
+    fails(capsys, ["data", "build", "user", "--set", f"root={root}"], "modality 'vec'", "outside [0, 1] that a bernoulli decoder")

@@ -25,7 +25,9 @@ Each modality of a split comes from exactly one source (example ``i`` is row ``i
 - ``NAME/`` (images): ``{i}.png`` files, 8-bit grey (C = 1) or RGB (C = 3), H x W as declared;
   a missing file is a missing entry. Without any array, N = largest index + 1.
 - ``NAME.npy`` or an array ``NAME`` in ``data.npz``: ``[N, *shape]``. Images ``uint8`` (or any
-  integers in 0..255) or floats in [0, 1]; vectors numbers; tokens integer ids in ``[0, V)``.
+  integers in 0..255) or floats in [0, 1]; vectors numbers of magnitude at most 1e6 (in [0, 1]
+  under a Bernoulli likelihood; larger values are refused, not clipped: standardise them);
+  tokens integer ids in ``[0, V)``.
   A missing entry is a row that is all NaN (floats) or all -1 (token ids).
 - ``NAME.txt`` (tokens): line ``i`` holds example ``i``'s tokens separated by spaces, padded to
   L with ``pad``; an empty line is a missing entry.
@@ -67,6 +69,9 @@ KIND_DEFAULTS: dict[str, tuple[str, str, float]] = {
     "vector": ("generic_mlp", "normal", 1.0),
     "tokens": ("generic_tokens", "categorical", 1.0),
 }
+#: Largest magnitude of a vector entry under a Normal or Laplace decoder: beyond it, a decoder of
+#: scale ~1 meets squared errors of 1e12 and more, and training overflows. Such data is refused.
+MAX_VECTOR_MAGNITUDE = 1e6
 _IMAGE_NAME = re.compile(r"^(\d+)\.png$")
 _MODALITY_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 _NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile)
@@ -300,13 +305,31 @@ def _vector_array(x: np.ndarray, m: UserModality, where: str) -> _Column:
     _check_shape(x, m, where)
     if x.dtype == np.bool_ or not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
         raise DataError(f"{where} (modality {m.name!r}): dtype {x.dtype}, expected numbers (NaN rows = missing)")
-    x = x.astype(np.float32)
+    with np.errstate(over="ignore"):  # values beyond float32 become inf, reported below
+        x = x.astype(np.float32)
     absent = _nan_rows(x, m, where)
     values = np.where(absent.reshape((-1,) + (1,) * len(m.shape)), np.float32(0.0), x)
     if not np.isfinite(values).all():
         row = int((~np.isfinite(values)).reshape(len(x), -1).any(1).argmax())
         raise DataError(f"{where} (modality {m.name!r}): example {row} is infinite or beyond float32's range")
+    _check_vector_range(values, m, where)
     return _Column(torch.from_numpy(values), torch.from_numpy(~absent))
+
+
+def _check_vector_range(values: np.ndarray, m: UserModality, where: str) -> None:
+    """Refuse values the declared likelihood cannot model: outside [0, 1] for a Bernoulli, of
+    magnitude above :data:`MAX_VECTOR_MAGNITUDE` otherwise; the error names the first such example."""
+    likelihood = m.likelihood or KIND_DEFAULTS["vector"][1]
+    low, high = (0.0, 1.0) if likelihood == "bernoulli" else (-MAX_VECTOR_MAGNITUDE, MAX_VECTOR_MAGNITUDE)
+    outside = ((values < low) | (values > high)).reshape(len(values), -1)
+    if outside.any():
+        row = int(outside.any(1).argmax())
+        value = values.reshape(len(values), -1)[row][outside[row]][0]
+        fix = "values must lie in [0, 1]" if likelihood == "bernoulli" else "standardise the feature (subtract its mean, divide by its standard deviation)"
+        raise DataError(
+            f"{where} (modality {m.name!r}): example {row} holds {value:g}, outside [{low:g}, {high:g}] that a "
+            f"{likelihood} decoder can model; {fix}"
+        )
 
 
 def _token_array(x: np.ndarray, m: UserModality, where: str) -> _Column:

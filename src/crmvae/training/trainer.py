@@ -365,7 +365,8 @@ class _Run:
         raise NonFiniteLossError(
             f"non-finite loss in epoch {s.epoch + 1}, step {s.step_in_epoch + 1} (global step {s.global_step + 1}): "
             f"{', '.join(terms)} became NaN/inf. The state before this step (no update applied) is saved in "
-            f"{path}; try a lower train.lr (now {self.config.train.lr}) or train.precision=fp32."
+            f"{path}; try a lower train.lr (now {self.config.train.lr}) or train.precision=fp32, or look for "
+            f"extreme values in the data."
         )
 
     def _log_step(self) -> None:
