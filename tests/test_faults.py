@@ -419,3 +419,19 @@ def test_bernoulli_vectors_must_lie_in_the_unit_interval(tmp_path: Path, capsys:
     specs = [SPECS[0], SPECS[1] | {"likelihood": "bernoulli"}]
     (root / "modalities.yaml").write_text(yaml.safe_dump({"modalities": specs}))
     fails(capsys, ["data", "build", "user", "--set", f"root={root}"], "modality 'vec'", "outside [0, 1] that a bernoulli decoder")
+
+
+# --------------------------------------------------------------------------------------------
+# messages
+
+
+def test_messages_are_lines_through_the_progress_writer(capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    from crmvae.training.progress import show_messages
+
+    show_messages()
+    show_messages()  # once per process
+    logging.getLogger("crmvae.data.cache").warning("data cache %s is corrupt; rebuilding it", "x.pt")
+    logging.getLogger("crmvae.data.cache").info("building x")  # notices below warnings stay quiet
+    assert capsys.readouterr().err == "crmvae: warning: data cache x.pt is corrupt; rebuilding it\n"

@@ -34,6 +34,7 @@ from .objectives import OBJECTIVES
 from .presets import build_run_config
 from .training import CHECKPOINT_FILE, CONFIG_FILE, check_dataset, resolve_device, train
 from .training.distributed import detect_context
+from .training.progress import show_messages, write_line
 from .visualize import save_generation_grids
 
 PROG = "crmvae"
@@ -130,7 +131,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         checkpoint = out / CHECKPOINT_FILE
         where = (f"the last checkpoint is {checkpoint}; resume with: {PROG} train --out {out} --resume"
                  if checkpoint.is_file() else f"no checkpoint was written yet in {out}")
-        print(f"{PROG}: interrupted; {where}", file=sys.stderr)
+        write_line(f"{PROG}: interrupted; {where}")
         return 130
     metrics = result.metrics
     if not main_rank:
@@ -385,11 +386,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    show_messages()
     try:
         return args.func(args)
     except CrmvaeError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        write_line(f"{PROG}: error: {exc}")
         return 2
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
+        write_line(f"{PROG}: interrupted")
         return 130

@@ -18,6 +18,7 @@ run directory, and a non-finite loss on any rank stops all of them.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 import time
@@ -62,6 +63,8 @@ MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 GRIDS_DIR = "grids"
+
+log = logging.getLogger(__name__)
 
 #: Settings that may differ between a run and its resumption.
 RESUMABLE_KEYS = frozenset({"train.epochs", "train.max_steps", "train.progress", "train.channels_last"})
@@ -300,9 +303,10 @@ class _Run:
         if len(states) == ctx.world_size:
             return states[ctx.rank]
         if ctx.is_main:
-            print(f"resuming with {ctx.world_size} process(es), the checkpoint was written by {len(states)}: "
-                  f"the noise streams of ranks > 0 are reseeded, so the run will not be bit-identical to an "
-                  f"uninterrupted one", file=sys.stderr, flush=True)
+            log.warning(
+                "resuming with %d process(es), the checkpoint was written by %d: the noise streams of ranks > 0 "
+                "are reseeded, so the run will not be bit-identical to an uninterrupted one", ctx.world_size, len(states),
+            )
         return states[0] if ctx.is_main else None
 
     def elapsed(self) -> float:
