@@ -435,3 +435,12 @@ def test_messages_are_lines_through_the_progress_writer(capsys: pytest.CaptureFi
     logging.getLogger("crmvae.data.cache").warning("data cache %s is corrupt; rebuilding it", "x.pt")
     logging.getLogger("crmvae.data.cache").info("building x")  # notices below warnings stay quiet
     assert capsys.readouterr().err == "crmvae: warning: data cache x.pt is corrupt; rebuilding it\n"
+
+
+def test_flags_apply_after_set_and_the_config_is_checked_once(tmp_path: Path) -> None:
+    """``--epochs 1`` overrides ``--set train.epochs=0``: only the final configuration is checked."""
+    from crmvae.cli import _run_config, build_parser
+
+    args = build_parser().parse_args(["train", "--set", "train.epochs=0", "--epochs", "1", "--data-dir", str(tmp_path / "a b")])
+    config, label = _run_config(args)
+    assert (config.train.epochs, config.data.data_dir, label) == (1, str(tmp_path / "a b"), "paper")

@@ -94,28 +94,22 @@ def _user_data_flag(args: argparse.Namespace) -> None:
 
 
 def _run_config(args: argparse.Namespace) -> tuple[RunConfig, str]:
-    """The run configuration from a preset or a file, the overrides and the shortcut flags,
-    and a label for the default output directory."""
+    """The run configuration from a preset or a file, the overrides and the shortcut flags (applied
+    as overrides after ``--set``, so the configuration is built and checked once, at the end), and a
+    label for the default output directory."""
     _user_data_flag(args)
     named = {k: getattr(args, k) for k in DEFAULTS if getattr(args, k) is not None}
     resumed = Path(args.out) / CONFIG_FILE if args.resume and args.out else None
     if args.config and named:
         raise ConfigError(f"--config cannot be combined with {', '.join('--' + k for k in named)}; use --set")
+    flags = (("train.seed", args.seed), ("train.epochs", args.epochs), ("train.device", args.device), ("data.data_dir", args.data_dir))
+    overrides = [*args.set, *(f"{key}={json.dumps(value)}" for key, value in flags if value is not None)]
     if args.config or (resumed is not None and resumed.is_file() and not named):
         path = Path(args.config) if args.config else resumed
-        values = apply_overrides(to_dict(load_config(RunConfig, path)), args.set)
-        label = path.stem
-    else:
-        choice = DEFAULTS | named
-        values = to_dict(build_run_config(choice["dataset"], choice["model"], choice["preset"], args.set))
-        label = choice["preset"]
-    for section, key, value in (
-        ("train", "seed", args.seed), ("train", "epochs", args.epochs), ("train", "device", args.device),
-        ("data", "data_dir", args.data_dir),
-    ):
-        if value is not None:
-            values[section][key] = value
-    return from_dict(RunConfig, values, where="run config"), label
+        values = apply_overrides(to_dict(load_config(RunConfig, path)), overrides)
+        return from_dict(RunConfig, values, where="run config"), path.stem
+    choice = DEFAULTS | named
+    return build_run_config(choice["dataset"], choice["model"], choice["preset"], overrides), choice["preset"]
 
 
 def cmd_train(args: argparse.Namespace) -> int:
