@@ -32,8 +32,9 @@ from torch import Tensor
 
 from ..config import DataConfig
 from ..errors import ConfigError, DataError
+from ..fileio import TORCH_LOAD_ERRORS
 from .base import ModalitySpec, MultimodalDataset
-from .cache import TORCH_LOAD_ERRORS, cache_paths, cached_build, read_manifest
+from .cache import cache_paths, cached_build, read_manifest
 from .sources import (
     DEFAULT_BACKGROUNDS,
     MNIST_SHA256,
