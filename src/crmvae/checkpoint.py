@@ -100,8 +100,16 @@ def _check_training_state(payload: dict[str, Any], path: Path) -> None:
         missing = [k for k in inner if k not in payload[key]]
         if missing:
             raise CheckpointError(f"{path}: {key!r} lacks {', '.join(map(repr, missing))}; {_REMEDY}")
-    if not isinstance(payload["rng_state"]["cpu"], Tensor):
-        raise CheckpointError(f"{path}: 'rng_state' holds no RNG state tensor; {_REMEDY}")
+    rng = payload["rng_state"]["cpu"]
+    if not isinstance(rng, Tensor) or rng.dtype != torch.uint8 or rng.shape != torch.get_rng_state().shape:
+        raise CheckpointError(f"{path}: 'rng_state' holds no CPU RNG state; {_REMEDY}")
+    negative = [key for key in ("epoch", "step_in_epoch", "global_step", "examples_seen") if payload[key] < 0]
+    if negative:
+        raise CheckpointError(f"{path}: {', '.join(map(repr, negative))} must be >= 0; {_REMEDY}")
+    for key in ("epoch_sums", "log_mark"):
+        sums = payload[key]["sums"]
+        if sums is not None and (not isinstance(sums, Tensor) or list(sums.shape) != [len(payload["term_names"])]):
+            raise CheckpointError(f"{path}: {key!r} does not hold one sum per term of 'term_names'; {_REMEDY}")
     try:
         from_dict(RunConfig, payload["run_config"], where=f"{path}: run_config")
     except ConfigError as exc:
@@ -139,22 +147,22 @@ def _stored_model(payload: dict[str, Any], path: str | Path) -> MultimodalVAE:
 
 
 def load_weights(model: nn.Module, state: dict[str, Tensor], path: str | Path) -> None:
-    """Load ``state`` into ``model`` after checking that it has exactly the model's weights, in
-    the model's shapes; a :class:`CheckpointError` naming the first differences otherwise."""
+    """Load ``state`` into ``model`` after checking that it holds exactly the model's weights, in
+    the model's shapes, all finite; a :class:`CheckpointError` naming the first three of each
+    kind of difference otherwise."""
     expected = model.state_dict()
     missing = sorted(expected.keys() - state.keys())
     extra = sorted(state.keys() - expected.keys())
     shapes = [f"{k} is {list(state[k].shape)}, expected {list(v.shape)}"
               for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    non_finite = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     problems = [text for text, items in (
         (f"missing weights {missing[:3]}", missing), (f"unknown weights {extra[:3]}", extra),
-        ("; ".join(shapes[:3]), shapes),
+        ("; ".join(shapes[:3]), shapes), (f"NaN/inf values in {non_finite[:3]}", non_finite),
     ) if items]
     if problems:
-        raise CheckpointError(
-            f"{path}: the weights do not fit the model configuration stored with them: {'; '.join(problems)}"
-            f"{' ...' if len(missing) + len(extra) + len(shapes) > 3 else ''}; {_REMEDY}"
-        )
+        raise CheckpointError(f"{path}: the weights do not fit the model configuration stored with them: "
+                              f"{'; '.join(problems)}; {_REMEDY}")
     model.load_state_dict(state)
 
 

@@ -15,14 +15,19 @@ import os
 import pickle
 import re
 import secrets
+import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 from .errors import WriteError
 
-#: What ``torch.load`` raises for a truncated, corrupt, foreign or not weights-only file.
-TORCH_LOAD_ERRORS = (RuntimeError, OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError)
+#: What ``torch.load`` raises for a truncated, corrupt, foreign or not weights-only file (random
+#: bytes reach the legacy unpickler, which fails in many ways).
+TORCH_LOAD_ERRORS = (
+    RuntimeError, OSError, ValueError, LookupError, TypeError, AttributeError, EOFError, struct.error,
+    pickle.UnpicklingError,
+)
 
 #: ``.{name}.{pid}.{8 hex}.tmp``: the temporary of a write in progress by process ``pid``.
 _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")

@@ -266,6 +266,11 @@ class _Run:
             self._restore(checkpoint)
         self.net = wrap(model, ctx, device)
         self.steps_per_epoch = train_set.num_batches(tc.batch_size)
+        if self.state.step_in_epoch > self.steps_per_epoch:
+            raise CheckpointError(
+                f"{out / CHECKPOINT_FILE}: step {self.state.step_in_epoch} of an epoch of {self.steps_per_epoch} steps; "
+                f"the file is damaged"
+            )
         self.planned_steps = tc.epochs * self.steps_per_epoch
         self.total_steps = self.planned_steps if tc.max_steps is None else min(tc.max_steps, self.planned_steps)
         self.progress = Progress(
