@@ -461,3 +461,28 @@ def test_flags_apply_after_set_and_the_config_is_checked_once(tmp_path: Path) ->
     args = build_parser().parse_args(["train", "--set", "train.epochs=0", "--epochs", "1", "--data-dir", str(tmp_path / "a b")])
     config, label = _run_config(args)
     assert (config.train.epochs, config.data.data_dir, label) == (1, str(tmp_path / "a b"), "paper")
+
+
+# --------------------------------------------------------------------------------------------
+# other things a new user tries
+
+
+def test_a_folder_given_as_checkpoint_is_one_line(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fails(capsys, ["info", str(run)], f"checkpoint {run} is a folder; give a model.pt or checkpoint.pt file")
+
+
+@pytest.mark.parametrize("content, words", [
+    (b"\x90\xf1 binary", "not valid YAML/JSON: 'utf-8' codec can't decode"),
+    (b"train: [1,2", "not valid YAML/JSON: while parsing a flow sequence"),  # a multi-line YAML error, on one line
+])
+def test_unreadable_config_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, words: str) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(content)
+    fails(capsys, ["train", "--config", str(path)], str(path), words)
+
+
+def test_an_unusable_run_file_is_one_line(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = copy_run(run, tmp_path)
+    (out / "metrics.jsonl").unlink()
+    (out / "metrics.jsonl").mkdir()
+    fails(capsys, ["train", "--out", str(out), "--resume", "--epochs", "2"], f"cannot use {out / 'metrics.jsonl'}: Is a directory")

@@ -120,8 +120,11 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Read a checkpoint with ``weights_only=True`` and check its schema: format, version, the
     model's keys, and a training checkpoint's state. The weights are checked by :func:`load_weights`."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if not path.is_file():
+        what = "a folder" if path.is_dir() else "not a regular file"
+        raise CheckpointError(f"checkpoint {path} is {what}; give a model.pt or checkpoint.pt file")
     payload = _load(path, map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(

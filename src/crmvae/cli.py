@@ -29,7 +29,7 @@ from .config import (
 )
 from .data import available_datasets, dataset_info, get_dataset, load_dataset
 from .errors import ConfigError, CrmvaeError
-from .fileio import atomic_write
+from .fileio import atomic_write, write_error
 from .objectives import OBJECTIVES
 from .presets import build_run_config
 from .training import CHECKPOINT_FILE, CONFIG_FILE, check_dataset, resolve_device, train
@@ -384,7 +384,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except CrmvaeError as exc:
-        write_line(f"{PROG}: error: {exc}")
+        write_line(f"{PROG}: error: {' '.join(str(exc).split())}")  # one line, whatever the message holds
+        return 2
+    except OSError as exc:  # a place the code does not write through fileio: unreadable, a folder...
+        write_line(f"{PROG}: error: {write_error(exc.filename, exc, 'use')}")
         return 2
     except KeyboardInterrupt:
         write_line(f"{PROG}: interrupted")

@@ -254,7 +254,7 @@ def load_config(cls: type[T], path: str | Path) -> T:
         raise ConfigError(f"configuration file {path} does not exist")
     try:
         data = yaml.safe_load(path.read_text())  # JSON is a subset of YAML
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid YAML/JSON: {exc}") from None
     return from_dict(cls, data or {}, where=str(path))
 
