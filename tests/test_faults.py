@@ -87,10 +87,10 @@ MODEL_DAMAGE: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
 }
 #: Damaged bytes: (the damage, words of the message).
 BYTE_DAMAGE: dict[str, tuple[Callable[[bytes], bytes], str]] = {
-    "truncated": (lambda b: b[: len(b) // 2], "not a PyTorch checkpoint (truncated"),
-    "garbage": (lambda b: np.random.default_rng(0).bytes(4096), "not a PyTorch checkpoint"),
-    "empty": (lambda b: b"", "not a PyTorch checkpoint"),
-    "numpy file": (lambda b: _npy_bytes(), "not a PyTorch checkpoint"),
+    "truncated": (lambda b: b[: len(b) // 2], "is not a PyTorch file (truncated"),
+    "garbage": (lambda b: np.random.default_rng(0).bytes(4096), "is not a PyTorch file"),
+    "empty": (lambda b: b"", "is not a PyTorch file"),
+    "numpy file": (lambda b: _npy_bytes(), "is not a PyTorch file"),
 }
 
 
@@ -131,7 +131,7 @@ def test_random_bytes_are_always_a_checkpoint_error(tmp_path: Path) -> None:
     rng, path = np.random.default_rng(0), tmp_path / "model.pt"
     for size in [1, 2, 3, 8, 64, 4096] * 50:
         path.write_bytes(rng.bytes(size))
-        with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
+        with pytest.raises(CheckpointError, match="is not a PyTorch file"):
             read_checkpoint(path)
 
 

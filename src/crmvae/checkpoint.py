@@ -14,8 +14,6 @@ so a damaged or foreign file is a one-line :class:`CheckpointError` wherever it 
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,7 @@ from torch import Tensor, nn
 
 from .config import ModelConfig, RunConfig, from_dict, to_dict
 from .errors import CheckpointError, ConfigError
-from .fileio import TORCH_LOAD_ERRORS, atomic_write
+from .fileio import TORCH_LOAD_ERRORS, atomic_write, load_error_reason
 from .model import MultimodalVAE
 
 FORMAT = "crmvae"
@@ -63,20 +61,8 @@ def _load(path: Path, map_location: str | torch.device) -> Any:
     file that cannot be read, is no PyTorch archive, or holds more than tensors and plain values."""
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except OSError as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
     except TORCH_LOAD_ERRORS as exc:
-        if not zipfile.is_zipfile(path):
-            raise CheckpointError(
-                f"{path} is not a PyTorch checkpoint (truncated, or another kind of file); {_REMEDY}"
-            ) from None
-        if isinstance(exc, pickle.UnpicklingError):
-            raise CheckpointError(
-                f"{path} holds Python objects other than tensors and plain values and is refused, since "
-                f"loading them could run code (crmvae checkpoints never hold any); {_REMEDY}"
-            ) from None
-        reason = str(exc).strip().split(". ")[0].splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path} is damaged ({reason}); {_REMEDY}") from None
+        raise CheckpointError(f"checkpoint {path} {load_error_reason(path, exc)}; {_REMEDY}") from None
 
 
 def _check_keys(payload: dict[str, Any], path: Path, schema: dict[str, Any], what: str) -> None:

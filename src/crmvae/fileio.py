@@ -16,6 +16,7 @@ import pickle
 import re
 import secrets
 import struct
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -39,6 +40,21 @@ _ADVICE = {
     errno.EACCES: "no permission; choose a location you can write to",
     errno.EPERM: "no permission; choose a location you can write to",
 }
+
+
+def load_error_reason(path: str | Path, exc: BaseException) -> str:
+    """Why ``torch.load(path, weights_only=True)`` raised ``exc``, in a few words and without
+    torch's advice to retry with ``weights_only=False`` (wrong for damaged files, unsafe for
+    untrusted ones)."""
+    if isinstance(exc, OSError):
+        return f"cannot be read: {exc.strerror or exc}"
+    if not zipfile.is_zipfile(path):  # every torch.save file is a zip archive
+        return "is not a PyTorch file (truncated, or another kind of file)"
+    if isinstance(exc, pickle.UnpicklingError):
+        return ("holds Python objects other than tensors and plain values and is refused, since loading them "
+                "could run code")
+    first = str(exc).strip().split(". ")[0].splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"is damaged ({first})"
 
 
 def write_error(path: str | Path, exc: OSError, what: str = "write") -> WriteError:

@@ -23,7 +23,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..fileio import TORCH_LOAD_ERRORS, atomic_write, file_sha256, make_dir, remove_stale_temporaries
+from ..fileio import (
+    TORCH_LOAD_ERRORS,
+    atomic_write,
+    file_sha256,
+    load_error_reason,
+    make_dir,
+    remove_stale_temporaries,
+)
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +132,7 @@ def _load_verified(path: Path, manifest_path: Path, spec: dict[str, Any]) -> dic
     try:
         tensors = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except TORCH_LOAD_ERRORS as exc:
-        raise _Untrusted(f"unloadable ({exc.__class__.__name__}: {exc})") from None
+        raise _Untrusted(f"unloadable (it {load_error_reason(path, exc)})") from None
     if not isinstance(tensors, dict) or not all(isinstance(v, Tensor) for v in tensors.values()):
         raise _Untrusted("unusable (file does not hold a dict of tensors)")
     shapes = {k: list(v.shape) for k, v in tensors.items()}
