@@ -486,3 +486,9 @@ def test_an_unusable_run_file_is_one_line(run: Path, tmp_path: Path, capsys: pyt
     (out / "metrics.jsonl").unlink()
     (out / "metrics.jsonl").mkdir()
     fails(capsys, ["train", "--out", str(out), "--resume", "--epochs", "2"], f"cannot use {out / 'metrics.jsonl'}: Is a directory")
+
+
+def test_huge_labels_are_refused_on_load(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = user_data(tmp_path / "data")
+    np.save(root / "labels.npy", np.r_[np.zeros(23, dtype=np.int64), 10**12])
+    fails(capsys, ["data", "build", "user", "--set", f"root={root}"], str(root / "labels.npy"), "labels span [0, 1000000000000], expected 0..99999")

@@ -32,7 +32,7 @@ Each modality of a split comes from exactly one source (example ``i`` is row ``i
 - ``NAME.txt`` (tokens): line ``i`` holds example ``i``'s tokens separated by spaces, padded to
   L with ``pad``; an empty line is a missing entry.
 
-Optional, as ``.npy`` or inside ``data.npz``: ``labels`` (integers ``[N]``, >= 0) and ``mask``
+Optional, as ``.npy`` or inside ``data.npz``: ``labels`` (integers ``[N]``, 0..99999) and ``mask``
 (bool ``[N, M]``, True = present; it may drop entries but never claim an absent one). Every
 example needs at least one modality. Everything is checked on load; an error names the file,
 the modality and what was expected. Images are stored as ``uint8`` (floats are rounded to
@@ -72,6 +72,9 @@ KIND_DEFAULTS: dict[str, tuple[str, str, float]] = {
 #: Largest magnitude of a vector entry under a Normal or Laplace decoder: beyond it, a decoder of
 #: scale ~1 meets squared errors of 1e12 and more, and training overflows. Such data is refused.
 MAX_VECTOR_MAGNITUDE = 1e6
+#: Most classes labels may name: the evaluation's classifiers get one output per class, so a label
+#: such as 10**12 (usually a wrong column) would ask for a terabyte-sized layer.
+MAX_CLASSES = 100_000
 _IMAGE_NAME = re.compile(r"^(\d+)\.png$")
 _MODALITY_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 _NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile)
@@ -146,8 +149,8 @@ def read_format(root: Path) -> UserFormat:
     names = [m.name for m in fmt.modalities]
     if len(set(names)) != len(names):
         raise DataError(f"{path}: modality names must be unique, got {names}")
-    if fmt.num_classes is not None and fmt.num_classes < 1:
-        raise DataError(f"{path}: num_classes={fmt.num_classes}, expected >= 1")
+    if fmt.num_classes is not None and not 1 <= fmt.num_classes <= MAX_CLASSES:
+        raise DataError(f"{path}: num_classes={fmt.num_classes}, expected 1..{MAX_CLASSES}")
     for m in fmt.modalities:
         _check_modality(path, m)
         if m.kind == "tokens":
@@ -451,9 +454,10 @@ def _count(counts: dict[str, int]) -> int | None:
 def _labels(x: np.ndarray, where: str, num_classes: int | None) -> Tensor:
     if x.ndim != 1 or x.dtype == np.bool_ or not np.issubdtype(x.dtype, np.integer):
         raise DataError(f"{where}: labels must be integers [N], found {x.dtype} {list(x.shape)}")
-    if x.size and (x.min() < 0 or (num_classes is not None and x.max() >= num_classes)):
-        top = "" if num_classes is None else f"..{num_classes - 1} (num_classes in modalities.yaml)"
-        raise DataError(f"{where}: labels span [{x.min()}, {x.max()}], expected 0{top or ' or more'}")
+    top = MAX_CLASSES if num_classes is None else num_classes
+    if x.size and (x.min() < 0 or x.max() >= top):
+        where_top = "" if num_classes is None else " (num_classes in modalities.yaml)"
+        raise DataError(f"{where}: labels span [{x.min()}, {x.max()}], expected 0..{top - 1}{where_top}")
     return torch.from_numpy(x.astype(np.int64))
 
 
