@@ -363,6 +363,8 @@ BAD_VALUES = {
     "data.train_size=0": "data.train_size must be >= 1 or null, got 0",
     "data.seed=-1": "data.seed must be >= 0, got -1",
     "model.latent_dim=0": "model.latent_dim must be >= 1, got 0",
+    "model.objective=vae": "unknown model/objective 'vae'; available: [",
+    "model.objective_params.beta=-1": "beta must be >= 0, got -1",
 }
 
 
@@ -378,8 +380,9 @@ def test_bad_values_are_refused_when_the_config_is_built(override: str, capsys: 
     section, assignment = override.split(".", 1)
     key, value = assignment.split("=")
     cls = {"train": TrainConfig, "data": DataConfig, "model": ModelConfig}[section]
+    kwargs = {"objective_params": {"beta": -1}} if key == "objective_params.beta" else {key: yaml.safe_load(value)}
     with pytest.raises(ConfigError, match=re.escape(message)):
-        cls(**{key: yaml.safe_load(value)})
+        cls(**kwargs)
     fails(capsys, ["train", "--set", override], message)
 
 

@@ -82,6 +82,9 @@ class ModelConfig:
         if len(set(names)) != len(names):
             raise ConfigError(f"model.modalities: names must be unique, got {names}")
         check_minimums("model.", self, {"latent_dim": 1})
+        from .objectives import build_objective_config  # imported here: the objectives import this module
+
+        build_objective_config(self.objective, self.objective_params, len(self.modalities))
 
 
 @dataclass
