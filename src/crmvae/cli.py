@@ -387,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_line(f"{PROG}: error: {' '.join(str(exc).split())}")  # one line, whatever the message holds
         return 2
     except OSError as exc:  # a place the code does not write through fileio: unreadable, a folder...
-        write_line(f"{PROG}: error: {write_error(exc.filename, exc, 'use')}")
+        write_line(f"{PROG}: error: {write_error(exc.filename or 'a file', exc, 'use')}")
         return 2
     except KeyboardInterrupt:
         write_line(f"{PROG}: interrupted")
