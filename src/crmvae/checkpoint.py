@@ -118,7 +118,10 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"wrote it); use a model.pt or checkpoint.pt of a crmvae run"
         )
     if payload.get("version") != VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {payload.get('version')} is not supported (expected {VERSION})")
+        raise CheckpointError(
+            f"{path}: checkpoint version {payload.get('version')} is not supported (expected {VERSION}); the file is "
+            f"damaged or was written by another version of crmvae"
+        )
     _check_keys(payload, path, MODEL_KEYS, "the checkpoint")
     if not all(isinstance(v, Tensor) for v in payload["model"].values()):
         raise CheckpointError(f"{path}: 'model' holds values other than tensors; {_REMEDY}")
@@ -130,14 +133,15 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 def _stored_model(payload: dict[str, Any], path: str | Path) -> MultimodalVAE:
     """A freshly initialised model of the configuration stored in a checkpoint."""
     try:
-        return MultimodalVAE(from_dict(ModelConfig, payload["model_config"], where=f"{path}: model_config"))
+        return MultimodalVAE(from_dict(ModelConfig, payload["model_config"], where="model_config"))
     except ConfigError as exc:
         raise CheckpointError(f"{path}: its model configuration is invalid: {exc}; {_REMEDY}") from None
 
 
 def load_weights(model: nn.Module, state: dict[str, Tensor], path: str | Path) -> None:
     """Load ``state`` into ``model`` after checking that it holds exactly the model's weights, in
-    the model's shapes, all finite; a :class:`CheckpointError` naming the first three of each
+    the shapes of the configuration stored with them, all finite; a :class:`CheckpointError`
+    naming the first three of each
     kind of difference otherwise."""
     expected = model.state_dict()
     missing = sorted(expected.keys() - state.keys())
@@ -150,8 +154,7 @@ def load_weights(model: nn.Module, state: dict[str, Tensor], path: str | Path) -
         ("; ".join(shapes[:3]), shapes), (f"NaN/inf values in {non_finite[:3]}", non_finite),
     ) if items]
     if problems:
-        raise CheckpointError(f"{path}: the weights do not fit the model configuration stored with them: "
-                              f"{'; '.join(problems)}; {_REMEDY}")
+        raise CheckpointError(f"{path}: the stored weights are unusable ({'; '.join(problems)}); {_REMEDY}")
     model.load_state_dict(state)
 
 

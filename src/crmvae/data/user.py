@@ -314,7 +314,7 @@ def _vector_array(x: np.ndarray, m: UserModality, where: str) -> _Column:
     values = np.where(absent.reshape((-1,) + (1,) * len(m.shape)), np.float32(0.0), x)
     if not np.isfinite(values).all():
         row = int((~np.isfinite(values)).reshape(len(x), -1).any(1).argmax())
-        raise DataError(f"{where} (modality {m.name!r}): example {row} is infinite or beyond float32's range")
+        raise DataError(f"{where} (modality {m.name!r}): example {row} is infinite or beyond float32's range; fix or remove that example")
     _check_vector_range(values, m, where)
     return _Column(torch.from_numpy(values), torch.from_numpy(~absent))
 
