@@ -295,6 +295,19 @@ def test_a_write_killed_midway_leaves_a_temporary_that_the_next_run_removes(run:
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
 
 
+@pytest.mark.parametrize("error", [ValueError("a bug in the writer"), KeyboardInterrupt()])
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path, error: BaseException) -> None:
+    path = fileio.atomic_write(tmp_path / "model.pt", b"old")
+
+    def write(handle: Any) -> None:
+        handle.write(b"half")
+        raise error
+
+    with pytest.raises(type(error)):  # not an OSError: raised as it is
+        fileio.atomic_write(path, write)
+    assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+
+
 def test_temporaries_of_live_writers_are_kept(tmp_path: Path) -> None:
     mine = tmp_path / f".model.pt.{os.getpid()}.0123abcd.tmp"
     mine.write_bytes(b"in progress")
