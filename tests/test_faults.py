@@ -24,6 +24,7 @@ from crmvae import fileio
 from crmvae.checkpoint import MODEL_KEYS, TRAINING_KEYS, validate_checkpoint
 from crmvae.cli import main
 
+Capsys = pytest.CaptureFixture[str]
 SPECS = [{"name": "img", "kind": "image", "shape": [1, 4, 4]}, {"name": "vec", "kind": "vector", "shape": [3]}]
 FAST = ["--preset", "cpu-short", "--set", "train.threads=1", "--set", "train.batch_size=8", "--set", "model.latent_dim=4",
         "--set", "train.grid_examples=0", "--set", "train.progress=false"]
@@ -39,7 +40,7 @@ def user_data(root: Path, vec: np.ndarray | None = None) -> Path:
     return root
 
 
-def fails(capsys: pytest.CaptureFixture[str], args: list[str], *fragments: str) -> str:
+def fails(capsys: Capsys, args: list[str], *fragments: str) -> str:
     """Run the CLI in-process; assert exit 2 and one error line (after any progress lines)
     naming ``fragments``, no traceback; return the line."""
     assert main(args) == 2
@@ -82,7 +83,7 @@ MODEL_DAMAGE: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
     "unknown weight": (lambda p: p | {"model": p["model"] | {"extra.weight": torch.zeros(1)}}, "unknown weights ['extra.weight']"),
     "bad model_config": (lambda p: p | {"model_config": p["model_config"] | {"latent_dim": "big"}}, "model configuration is invalid"),
     "weights not tensors": (lambda p: p | {"model": {"w": [1, 2]}}, "values other than tensors"),
-    "NaN weight": (lambda p: p | {"model": {k: torch.full_like(v, torch.nan) if v.is_floating_point() else v for k, v in p["model"].items()}}, "NaN/inf values in"),
+    "NaN weight": (lambda p: p | {"model": {k: v.float().fill_(torch.nan) for k, v in p["model"].items()}}, "NaN/inf values in"),
     "another library's file": (lambda p: p["model"], "not a crmvae checkpoint"),
 }
 #: Damaged bytes: (the damage, words of the message).
@@ -115,7 +116,7 @@ def damaged_model(run: Path, tmp_path: Path, case: str) -> tuple[Path, str]:
 
 @pytest.mark.parametrize("command", ["info", "generate", "evaluate"])
 @pytest.mark.parametrize("case", [*MODEL_DAMAGE, *BYTE_DAMAGE])
-def test_damaged_model_file_is_one_line(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, case: str) -> None:
+def test_damaged_model_file_is_one_line(run: Path, tmp_path: Path, capsys: Capsys, command: str, case: str) -> None:
     path, words = damaged_model(run, tmp_path, case)
     before = path.read_bytes()
     line = fails(capsys, [command, str(path)], str(path), words)
@@ -135,7 +136,7 @@ def test_random_bytes_are_always_a_checkpoint_error(tmp_path: Path) -> None:
             read_checkpoint(path)
 
 
-def test_pickled_objects_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_pickled_objects_are_refused(tmp_path: Path, capsys: Capsys) -> None:
     path = tmp_path / "model.pt"
     torch.save({"format": "crmvae", "version": 1, "hook": os.system}, path)
     line = fails(capsys, ["info", str(path)], str(path), "refused", "could run code")
@@ -163,7 +164,8 @@ def _optimizer_reshaped(p: dict[str, Any]) -> dict[str, Any]:
 
 
 RESUME_DAMAGE: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
-    **{f"no {key}": (without(key), f"'{key}'") for key in [*MODEL_KEYS, *TRAINING_KEYS] if key not in ("format", "version", "optimizer")},
+    **{f"no {key}": (without(key), f"'{key}'") for key in [*MODEL_KEYS, *TRAINING_KEYS]
+       if key not in ("format", "version", "optimizer")},
     "no optimizer": (without("optimizer"), "holds a model but no training state"),
     "no rng_state cpu": (lambda p: p | {"rng_state": {}}, "'rng_state' lacks 'cpu'"),
     "global_step a string": (lambda p: p | {"global_step": "7"}, "'global_step' is a str"),
@@ -171,13 +173,15 @@ RESUME_DAMAGE: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
     "wrong-shape optimizer state": (_optimizer_reshaped, "optimizer state 'exp_avg'"),
     "rng_state of another size": (lambda p: p | {"rng_state": {"cpu": torch.zeros(10, dtype=torch.uint8)}}, "no CPU RNG state"),
     "negative position": (lambda p: p | {"epoch": -1}, "'epoch' must be >= 0"),
-    "sums of other terms": (lambda p: p | {"log_mark": {"sums": torch.zeros(1), "examples": 8}}, "'log_mark' does not hold one sum per term"),
+    "sums of other terms": (
+        lambda p: p | {"log_mark": {"sums": torch.zeros(1), "examples": 8}}, "'log_mark' does not hold one sum per term"
+    ),
     "step beyond its epoch": (lambda p: p | {"step_in_epoch": 99}, "step 99 of an epoch of 3 steps"),
 }
 
 
 @pytest.mark.parametrize("case", RESUME_DAMAGE)
-def test_damaged_training_checkpoint_is_one_line_on_resume(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str) -> None:
+def test_damaged_training_checkpoint_is_one_line_on_resume(run: Path, tmp_path: Path, capsys: Capsys, case: str) -> None:
     damage, words = RESUME_DAMAGE[case]
     out = resumed(run, tmp_path, damage)
     before = (out / "checkpoint.pt").read_bytes()
@@ -185,7 +189,7 @@ def test_damaged_training_checkpoint_is_one_line_on_resume(run: Path, tmp_path: 
     assert (out / "checkpoint.pt").read_bytes() == before
 
 
-def test_another_objectives_checkpoint_is_refused_on_resume(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_another_objectives_checkpoint_is_refused_on_resume(run: Path, tmp_path: Path, capsys: Capsys) -> None:
     other = tmp_path / "other"
     data = Path(payload(run / "model.pt")["run_config"]["data"]["root"])
     assert main(["train", "--data", str(data), "--model", "mvae", "--out", str(other), "--set", "train.max_steps=1", *FAST]) == 0
@@ -194,7 +198,7 @@ def test_another_objectives_checkpoint_is_refused_on_resume(run: Path, tmp_path:
     fails(capsys, ["train", "--out", str(out), "--resume", "--epochs", "2"], "model.objective")
 
 
-def test_info_checks_the_weights(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_info_checks_the_weights(run: Path, capsys: Capsys) -> None:
     assert main(["info", str(run / "checkpoint.pt")]) == 0
     assert "kind: training checkpoint" in capsys.readouterr().out
 
@@ -228,7 +232,10 @@ class _FullDisk:
 def fail_opening(monkeypatch: pytest.MonkeyPatch, fault: Callable[[str, str, Any], Any]) -> None:
     """Route :mod:`crmvae.fileio`'s ``open`` through ``fault(path, mode, handle_opener)``."""
     real = open
-    monkeypatch.setattr(fileio, "open", lambda path, mode="r", **kw: fault(str(path), mode, lambda: real(path, mode, **kw)), raising=False)
+    def opened(path: Any, mode: str = "r", **kw: Any) -> Any:
+        return fault(str(path), mode, lambda: real(path, mode, **kw))
+
+    monkeypatch.setattr(fileio, "open", opened, raising=False)
 
 
 def copy_run(run: Path, tmp_path: Path) -> Path:
@@ -241,12 +248,14 @@ def copy_run(run: Path, tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("target", ["checkpoint.pt", "metrics.jsonl", "model.pt"])
 def test_full_disk_is_one_line_and_keeps_the_saved_files(
-    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, target: str
+    run: Path, tmp_path: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch, target: str
 ) -> None:
     out = copy_run(run, tmp_path)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    fail_opening(monkeypatch, lambda path, mode, opener: _FullDisk(opener(), 1000 if target.endswith(".pt") else 0) if target in Path(path).name else opener())
-    fails(capsys, ["train", "--out", str(out), "--resume", "--epochs", "2"], f"cannot write {out / target}: No space left on device", "free some space")
+    room = 1000 if target.endswith(".pt") else 0  # torch.save fails midway; a log line at once
+    fail_opening(monkeypatch, lambda path, mode, opener: _FullDisk(opener(), room) if target in Path(path).name else opener())
+    args = ["train", "--out", str(out), "--resume", "--epochs", "2"]
+    fails(capsys, args, f"cannot write {out / target}: No space left on device", "free some space")
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
     if target.endswith(".pt"):
         assert (out / target).read_bytes() == before[target]
@@ -254,7 +263,7 @@ def test_full_disk_is_one_line_and_keeps_the_saved_files(
         validate_checkpoint(out / name)
 
 
-def test_read_only_location_is_one_line(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_read_only_location_is_one_line(run: Path, tmp_path: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch) -> None:
     def read_only(path: str, mode: str, opener: Callable[[], Any]) -> Any:
         if any(c in mode for c in "wxa"):
             raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
@@ -267,7 +276,7 @@ def test_read_only_location_is_one_line(run: Path, tmp_path: Path, capsys: pytes
 
 
 @pytest.mark.parametrize("command", ["train", "generate"])
-def test_output_under_proc_is_one_line(run: Path, capsys: pytest.CaptureFixture[str], command: str) -> None:
+def test_output_under_proc_is_one_line(run: Path, capsys: Capsys, command: str) -> None:
     out = "/proc/crmvae-test/out"
     args = {
         "train": ["train", "--data", str(payload(run / "model.pt")["run_config"]["data"]["root"]), "--out", out, *FAST],
@@ -276,7 +285,7 @@ def test_output_under_proc_is_one_line(run: Path, capsys: pytest.CaptureFixture[
     fails(capsys, args, "cannot create the folder /proc/crmvae-test", "choose another location")
 
 
-def test_a_write_killed_midway_leaves_a_temporary_that_the_next_run_removes(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_write_killed_midway_leaves_a_temporary_that_the_next_run_removes(run: Path, tmp_path: Path, capsys: Capsys) -> None:
     out = copy_run(run, tmp_path)
     before = (out / "checkpoint.pt").read_bytes()
     writer = (
@@ -285,7 +294,8 @@ def test_a_write_killed_midway_leaves_a_temporary_that_the_next_run_removes(run:
         "atomic_write(sys.argv[1], write)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(Path(fileio.__file__).parents[1])}
-    with subprocess.Popen([sys.executable, "-c", writer, str(out / "checkpoint.pt")], stdout=subprocess.PIPE, text=True, env=env) as proc:
+    command = [sys.executable, "-c", writer, str(out / "checkpoint.pt")]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) as proc:
         assert proc.stdout is not None and proc.stdout.readline() == "writing\n"
         proc.send_signal(signal.SIGKILL)
     stale = [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
@@ -382,7 +392,7 @@ BAD_VALUES = {
 
 
 @pytest.mark.parametrize("override", BAD_VALUES)
-def test_bad_values_are_refused_when_the_config_is_built(override: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_values_are_refused_when_the_config_is_built(override: str, capsys: Capsys) -> None:
     from crmvae.config import DataConfig, ModelConfig, TrainConfig
     from crmvae.errors import ConfigError
     from crmvae.presets import build_run_config
@@ -441,13 +451,14 @@ def _vectors(row: int, value: float) -> np.ndarray:
     (1e300, "example 5 is infinite or beyond float32's range"),
     (np.nan, "example 5 is partly NaN"),
 ])
-def test_absurd_vector_values_are_refused_on_load(tmp_path: Path, capsys: pytest.CaptureFixture[str], value: float, words: str) -> None:
+def test_absurd_vector_values_are_refused_on_load(tmp_path: Path, capsys: Capsys, value: float, words: str) -> None:
     root = user_data(tmp_path / "data", _vectors(5, value))
-    fails(capsys, ["train", "--data", str(root), "--out", str(tmp_path / "out"), *FAST], str(root / "vec.npy"), "modality 'vec'", words)
+    args = ["train", "--data", str(root), "--out", str(tmp_path / "out"), *FAST]
+    fails(capsys, args, str(root / "vec.npy"), "modality 'vec'", words)
     assert not (tmp_path / "out").exists()
 
 
-def test_bernoulli_vectors_must_lie_in_the_unit_interval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bernoulli_vectors_must_lie_in_the_unit_interval(tmp_path: Path, capsys: Capsys) -> None:
     root = user_data(tmp_path / "data", np.random.default_rng(1).random((24, 3)) * 1.5)
     specs = [SPECS[0], SPECS[1] | {"likelihood": "bernoulli"}]
     (root / "modalities.yaml").write_text(yaml.safe_dump({"modalities": specs}))
@@ -458,7 +469,7 @@ def test_bernoulli_vectors_must_lie_in_the_unit_interval(tmp_path: Path, capsys:
 # messages
 
 
-def test_messages_are_lines_through_the_progress_writer(capsys: pytest.CaptureFixture[str]) -> None:
+def test_messages_are_lines_through_the_progress_writer(capsys: Capsys) -> None:
     import logging
 
     from crmvae.training.progress import show_messages
@@ -483,7 +494,7 @@ def test_flags_apply_after_set_and_the_config_is_checked_once(tmp_path: Path) ->
 # other things a new user tries
 
 
-def test_a_folder_given_as_checkpoint_is_one_line(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_folder_given_as_checkpoint_is_one_line(run: Path, capsys: Capsys) -> None:
     fails(capsys, ["info", str(run)], f"checkpoint {run} is a folder; give a model.pt or checkpoint.pt file")
 
 
@@ -491,20 +502,21 @@ def test_a_folder_given_as_checkpoint_is_one_line(run: Path, capsys: pytest.Capt
     (b"\x90\xf1 binary", "not valid YAML/JSON: 'utf-8' codec can't decode"),
     (b"train: [1,2", "not valid YAML/JSON: while parsing a flow sequence"),  # a multi-line YAML error, on one line
 ])
-def test_unreadable_config_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, words: str) -> None:
+def test_unreadable_config_file_is_one_line(tmp_path: Path, capsys: Capsys, content: bytes, words: str) -> None:
     path = tmp_path / "config.yaml"
     path.write_bytes(content)
     fails(capsys, ["train", "--config", str(path)], str(path), words)
 
 
-def test_an_unusable_run_file_is_one_line(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_unusable_run_file_is_one_line(run: Path, tmp_path: Path, capsys: Capsys) -> None:
     out = copy_run(run, tmp_path)
     (out / "metrics.jsonl").unlink()
     (out / "metrics.jsonl").mkdir()
     fails(capsys, ["train", "--out", str(out), "--resume", "--epochs", "2"], f"cannot use {out / 'metrics.jsonl'}: Is a directory")
 
 
-def test_huge_labels_are_refused_on_load(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_huge_labels_are_refused_on_load(tmp_path: Path, capsys: Capsys) -> None:
     root = user_data(tmp_path / "data")
     np.save(root / "labels.npy", np.r_[np.zeros(23, dtype=np.int64), 10**12])
-    fails(capsys, ["data", "build", "user", "--set", f"root={root}"], str(root / "labels.npy"), "labels span [0, 1000000000000], expected 0..99999")
+    args = ["data", "build", "user", "--set", f"root={root}"]
+    fails(capsys, args, str(root / "labels.npy"), "labels span [0, 1000000000000], expected 0..99999")

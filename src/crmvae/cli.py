@@ -102,7 +102,10 @@ def _run_config(args: argparse.Namespace) -> tuple[RunConfig, str]:
     resumed = Path(args.out) / CONFIG_FILE if args.resume and args.out else None
     if args.config and named:
         raise ConfigError(f"--config cannot be combined with {', '.join('--' + k for k in named)}; use --set")
-    flags = (("train.seed", args.seed), ("train.epochs", args.epochs), ("train.device", args.device), ("data.data_dir", args.data_dir))
+    flags = (
+        ("train.seed", args.seed), ("train.epochs", args.epochs), ("train.device", args.device),
+        ("data.data_dir", args.data_dir),
+    )
     overrides = [*args.set, *(f"{key}={json.dumps(value)}" for key, value in flags if value is not None)]
     if args.config or (resumed is not None and resumed.is_file() and not named):
         path = Path(args.config) if args.config else resumed

@@ -328,7 +328,8 @@ def _check_vector_range(values: np.ndarray, m: UserModality, where: str) -> None
     if outside.any():
         row = int(outside.any(1).argmax())
         value = values.reshape(len(values), -1)[row][outside[row]][0]
-        fix = "values must lie in [0, 1]" if likelihood == "bernoulli" else "standardise the feature (subtract its mean, divide by its standard deviation)"
+        fix = ("values must lie in [0, 1]" if likelihood == "bernoulli"
+               else "standardise the feature (subtract its mean, divide by its standard deviation)")
         raise DataError(
             f"{where} (modality {m.name!r}): example {row} holds {value:g}, outside [{low:g}, {high:g}] that a "
             f"{likelihood} decoder can model; {fix}"
