@@ -387,7 +387,9 @@ BAD_VALUES = {
     "data.seed=-1": "data.seed must be >= 0, got -1",
     "model.latent_dim=0": "model.latent_dim must be >= 1, got 0",
     "model.objective=vae": "unknown model/objective 'vae'; available: [",
-    "model.objective_params.beta=-1": "beta must be >= 0, got -1",
+    "model.objective_params.beta=-1": "beta must be a number >= 0, got -1",
+    "model.objective_params.beta=.inf": "beta must be a number >= 0, got inf",
+    "train.threads=100000": "train.threads must be <= 1024 or null, got 100000",  # torch crashed at 65,536
 }
 
 
@@ -403,7 +405,7 @@ def test_bad_values_are_refused_when_the_config_is_built(override: str, capsys: 
     section, assignment = override.split(".", 1)
     key, value = assignment.split("=")
     cls = {"train": TrainConfig, "data": DataConfig, "model": ModelConfig}[section]
-    kwargs = {"objective_params": {"beta": -1}} if key == "objective_params.beta" else {key: yaml.safe_load(value)}
+    kwargs = {"objective_params": {"beta": yaml.safe_load(value)}} if key == "objective_params.beta" else {key: yaml.safe_load(value)}
     with pytest.raises(ConfigError, match=re.escape(message)):
         cls(**kwargs)
     fails(capsys, ["train", "--set", override], message)
@@ -520,3 +522,20 @@ def test_huge_labels_are_refused_on_load(tmp_path: Path, capsys: Capsys) -> None
     np.save(root / "labels.npy", np.r_[np.zeros(23, dtype=np.int64), 10**12])
     args = ["data", "build", "user", "--set", f"root={root}"]
     fails(capsys, args, str(root / "labels.npy"), "labels span [0, 1000000000000], expected 0..99999")
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried "
+                 "to allocate 204800000000 bytes. Error code 12 (Cannot allocate memory)"),
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 190.73 GiB. GPU 0 has a total capacity of 79 GiB"),
+])
+def test_out_of_memory_is_one_line(tmp_path: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
+    """What torch raises for model.latent_dim=100000000 (200 GB of weights), without allocating it."""
+    from crmvae.model import MultimodalVAE
+
+    def allocate(*args: Any) -> None:
+        raise error
+
+    monkeypatch.setattr(MultimodalVAE, "__init__", allocate)
+    args = ["train", "--data", str(user_data(tmp_path / "data")), "--out", str(tmp_path / "out"), *FAST]
+    fails(capsys, args, "out of memory (tried to allocate ", "use a smaller model (model.latent_dim)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import shlex
 import sys
 from collections.abc import Sequence
@@ -379,6 +380,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failed allocation: ``MemoryError``, CUDA's ``OutOfMemoryError``, or the
+    ``RuntimeError`` of torch's CPU allocator."""
+    return isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in str(exc)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -388,6 +395,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except CrmvaeError as exc:
         write_line(f"{PROG}: error: {' '.join(str(exc).split())}")  # one line, whatever the message holds
+        return 2
+    except (MemoryError, RuntimeError) as exc:
+        if not _out_of_memory(exc):
+            raise
+        size = re.search(r"[Tt]ried to allocate ([\d.]+ ?\w+)", str(exc))
+        write_line(f"{PROG}: error: out of memory{f' (tried to allocate {size[1]})' if size else ''}: use a smaller "
+                   f"model (model.latent_dim), train.batch_size or dataset, or a device with more memory")
         return 2
     except OSError as exc:  # a place the code does not write through fileio: unreadable, a folder...
         write_line(f"{PROG}: error: {write_error(exc.filename or 'a file', exc, 'use')}")

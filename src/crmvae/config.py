@@ -24,6 +24,9 @@ from .fileio import atomic_write
 
 T = TypeVar("T")
 
+#: Most CPU threads a run may ask for: more than any CPU has (torch crashes at 65,536).
+MAX_THREADS = 1024
+
 
 def check_minimums(where: str, cfg: Any, minimums: dict[str, float]) -> None:
     """A :class:`ConfigError` for the first field of ``cfg`` below its minimum (``None``, an
@@ -135,6 +138,8 @@ class TrainConfig:
             "epochs": 1, "batch_size": 1, "seed": 0, "log_every": 1, "checkpoint_every": 1, "grid_examples": 0,
             "threads": 1, "max_steps": 1,
         })
+        if self.threads is not None and self.threads > MAX_THREADS:
+            raise ConfigError(f"train.threads must be <= {MAX_THREADS} or null, got {self.threads}")
         if not 0 < self.lr < math.inf:
             raise ConfigError(f"train.lr must be a positive number, got {self.lr}")
         _check_choice("train.", self, "precision")

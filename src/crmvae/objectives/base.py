@@ -15,6 +15,7 @@ A modality missing from an example contributes no term and receives no gradient.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -104,8 +105,8 @@ class ObjectiveConfig:
 
     def validate(self, num_modalities: int) -> None:
         """Raise :class:`ConfigError` when the settings cannot apply to ``num_modalities``."""
-        if self.beta < 0:
-            raise ConfigError(f"beta must be >= 0, got {self.beta}")
+        if not 0 <= self.beta < math.inf:
+            raise ConfigError(f"beta must be a number >= 0, got {self.beta}")
 
 
 LossFn = Callable[[Any, ObjectiveContext], ObjectiveOutput]
