@@ -539,3 +539,18 @@ def test_out_of_memory_is_one_line(tmp_path: Path, capsys: Capsys, monkeypatch: 
     monkeypatch.setattr(MultimodalVAE, "__init__", allocate)
     args = ["train", "--data", str(user_data(tmp_path / "data")), "--out", str(tmp_path / "out"), *FAST]
     fails(capsys, args, "out of memory (tried to allocate ", "use a smaller model (model.latent_dim)")
+
+
+@pytest.mark.parametrize("name, write, words", [
+    ("vec.npy", lambda p: p.write_bytes(b"x"), "is not a NumPy file (truncated"),
+    ("vec.npy", lambda p: np.save(p, np.array([[{"a": 1}] * 3] * 24, dtype=object)), "holds Python objects rather than numbers"),
+    ("data.npz", lambda p: p.write_bytes(b"PK\x03\x04 not really"), "is not a NumPy file"),
+    ("data.npz", lambda p: np.savez(p, labels=np.array([None] * 24, dtype=object)), "holds Python objects rather than numbers"),
+])
+def test_unloadable_arrays_are_one_line_without_numpys_pickle_advice(
+    tmp_path: Path, capsys: Capsys, name: str, write: Callable[[Path], Any], words: str
+) -> None:
+    root = user_data(tmp_path / "data")
+    write(root / name)
+    line = fails(capsys, ["data", "build", "user", "--set", f"root={root}"], str(root / name), words)
+    assert "allow_pickle" not in line

@@ -77,6 +77,7 @@ MAX_VECTOR_MAGNITUDE = 1e6
 MAX_CLASSES = 100_000
 _IMAGE_NAME = re.compile(r"^(\d+)\.png$")
 _MODALITY_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+_NPY_MAGIC = b"\x93NUMPY"
 _NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile)
 
 
@@ -114,7 +115,7 @@ def data_root(cfg: DataConfig) -> Path:
         raise ConfigError(f"dataset {NAME!r} reads your own files: set data.root=PATH (or `crmvae train --data PATH`)")
     root = Path(cfg.root).expanduser()
     if not root.is_dir():
-        raise DataError(f"data.root={cfg.root}: no such folder")
+        raise DataError(f"data.root={cfg.root}: {'a file, not a folder' if root.exists() else 'no such folder'}")
     return root
 
 
@@ -223,6 +224,26 @@ def user_modality_configs(cfg: DataConfig) -> list[ModalityConfig]:
 # one folder of examples
 
 
+def _is_numpy_file(path: Path) -> bool:
+    """Whether ``path`` starts like a ``.npy`` file or is a zip archive (``.npz``)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(_NPY_MAGIC)) == _NPY_MAGIC or zipfile.is_zipfile(path)
+    except OSError:
+        return False
+
+
+def _unreadable(path: Path, exc: Exception) -> DataError:
+    """Why NumPy cannot load ``path``, without its advice to allow pickles (unsafe for untrusted files)."""
+    if not _is_numpy_file(path):
+        reason = "is not a NumPy file (truncated, or another kind of file)"
+    elif "allow_pickle" in str(exc):
+        reason = "holds Python objects rather than numbers, refused since loading them could run code"
+    else:
+        reason = f"is damaged ({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''})"
+    return DataError(f"{path} {reason}; save plain numeric arrays with numpy.save / numpy.savez")
+
+
 class _Arrays:
     """The ``.npy`` files and ``data.npz`` members of a split folder, by name."""
 
@@ -235,7 +256,7 @@ class _Arrays:
                 with np.load(archive, allow_pickle=False) as npz:
                     self.archive = {key: npz[key] for key in npz.files}
             except _NPZ_ERRORS as exc:
-                raise DataError(f"{archive}: unreadable .npz archive ({type(exc).__name__}: {exc})") from None
+                raise _unreadable(archive, exc) from None
         self.files = {p.stem: p for p in folder.glob("*.npy")}
         for key, where in [*((k, f"{archive}[{k!r}]") for k in self.archive), *((k, str(p)) for k, p in self.files.items())]:
             if key not in allowed:
@@ -256,7 +277,7 @@ class _Arrays:
         try:
             return np.load(self.files[key], allow_pickle=False)
         except _NPZ_ERRORS as exc:
-            raise DataError(f"{self.files[key]}: unreadable .npy file ({type(exc).__name__}: {exc})") from None
+            raise _unreadable(self.files[key], exc) from None
 
 
 @dataclass
