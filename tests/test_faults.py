@@ -554,3 +554,13 @@ def test_unloadable_arrays_are_one_line_without_numpys_pickle_advice(
     write(root / name)
     line = fails(capsys, ["data", "build", "user", "--set", f"root={root}"], str(root / name), words)
     assert "allow_pickle" not in line
+
+
+def test_rewriting_a_file_removes_the_temporaries_killed_writes_left_of_it(tmp_path: Path) -> None:
+    with subprocess.Popen([sys.executable, "-c", "pass"]) as proc:
+        pass  # a process id that no longer runs
+    stale = [tmp_path / f".{name}.{proc.pid}.0123abcd.tmp" for name in ("cache.pt", "other.pt")]
+    for path in stale:
+        path.write_bytes(b"half")
+    fileio.atomic_write(tmp_path / "cache.pt", b"new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [stale[1].name, "cache.pt"]

@@ -88,11 +88,12 @@ def atomic_write(path: str | Path, data: bytes | str | Callable[[BinaryIO], obje
     ``data`` is bytes, text (written as UTF-8) or a function writing to a binary handle (e.g.
     ``lambda f: torch.save(obj, f)``). It goes to a temporary file in the same folder, is fsynced
     and renamed over ``path``; on any failure the temporary is removed and ``path`` is left as it
-    was. A temporary left by a killed process is removed by :func:`remove_stale_temporaries`.
+    was. Temporaries of ``path`` left by killed processes are removed first.
     An ``OSError`` (full disk, read-only or missing location) becomes a :class:`WriteError`.
     """
     path = Path(path)
     make_dir(path.parent)
+    remove_stale_temporaries(path.parent, path.name)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         with open(tmp, "xb") as handle:  # mode 0666 less the umask

@@ -28,8 +28,6 @@ from ..fileio import (
     atomic_write,
     file_sha256,
     load_error_reason,
-    make_dir,
-    remove_stale_temporaries,
 )
 
 log = logging.getLogger(__name__)
@@ -145,8 +143,6 @@ def _write(
     path: Path, manifest_path: Path, spec: dict[str, Any], tensors: dict[str, Tensor]
 ) -> None:
     """Write tensors then manifest, each to a temp file renamed into place."""
-    make_dir(path.parent)
-    remove_stale_temporaries(path.parent, path.name)
     manifest_path.unlink(missing_ok=True)  # the entry is invalid until the new manifest lands
     atomic_write(path, lambda f: torch.save(tensors, f))
     manifest = {
