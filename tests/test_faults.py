@@ -319,7 +319,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path, err
 
 
 def test_temporaries_of_live_writers_are_kept(tmp_path: Path) -> None:
-    mine = tmp_path / f".model.pt.{os.getpid()}.0123abcd.tmp"
+    mine = tmp_path / f".model.pt.{fileio._HOST}.{os.getpid()}.0123abcd.tmp"
     mine.write_bytes(b"in progress")
     assert fileio.remove_stale_temporaries(tmp_path) == [] and mine.exists()
 
@@ -559,8 +559,9 @@ def test_unloadable_arrays_are_one_line_without_numpys_pickle_advice(
 def test_rewriting_a_file_removes_the_temporaries_killed_writes_left_of_it(tmp_path: Path) -> None:
     with subprocess.Popen([sys.executable, "-c", "pass"]) as proc:
         pass  # a process id that no longer runs
-    stale = [tmp_path / f".{name}.{proc.pid}.0123abcd.tmp" for name in ("cache.pt", "other.pt")]
+    stale = [tmp_path / f".{name}.{host}.{proc.pid}.0123abcd.tmp"
+             for name, host in (("cache.pt", fileio._HOST), ("other.pt", fileio._HOST), ("cache.pt", "elsewhere"))]
     for path in stale:
         path.write_bytes(b"half")
     fileio.atomic_write(tmp_path / "cache.pt", b"new")
-    assert sorted(p.name for p in tmp_path.iterdir()) == [stale[1].name, "cache.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([stale[1].name, stale[2].name, "cache.pt"])

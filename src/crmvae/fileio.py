@@ -15,6 +15,7 @@ import os
 import pickle
 import re
 import secrets
+import socket
 import struct
 import zipfile
 from collections.abc import Callable
@@ -30,8 +31,10 @@ TORCH_LOAD_ERRORS = (
     pickle.UnpicklingError,
 )
 
-#: ``.{name}.{pid}.{8 hex}.tmp``: the temporary of a write in progress by process ``pid``.
-_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
+#: ``.{name}.{host}.{pid}.{8 hex}.tmp``: the temporary of a write by process ``pid`` on ``host``.
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
+#: This machine's name as it appears in temporaries (a folder may be shared between machines).
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
 
 _ADVICE = {
     errno.ENOSPC: "the disk is full; free some space or choose another location",
@@ -58,7 +61,8 @@ def load_error_reason(path: str | Path, exc: BaseException) -> str:
 
 
 def write_error(path: str | Path, exc: OSError, what: str = "write") -> WriteError:
-    """A one-line :class:`WriteError` for ``exc`` met writing ``path``: what, where, what to do."""
+    """A one-line :class:`WriteError` for ``exc`` met when trying to ``what`` ``path``: what went
+    wrong, where, and what to do."""
     advice = _ADVICE.get(exc.errno or 0, "choose another location")
     return WriteError(f"cannot {what} {path}: {exc.strerror or exc} ({advice})")
 
@@ -94,7 +98,7 @@ def atomic_write(path: str | Path, data: bytes | str | Callable[[BinaryIO], obje
     path = Path(path)
     make_dir(path.parent)
     remove_stale_temporaries(path.parent, path.name)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    tmp = path.with_name(f".{path.name}.{_HOST}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         with open(tmp, "xb") as handle:  # mode 0666 less the umask
             if callable(data):
@@ -124,6 +128,7 @@ def append_text(path: str | Path, text: str) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -135,14 +140,16 @@ def _alive(pid: int) -> bool:
 
 def remove_stale_temporaries(folder: str | Path, name: str | None = None) -> list[Path]:
     """Remove the temporaries of :func:`atomic_write` in ``folder`` (for target file ``name``
-    only, if given) whose process is gone, i.e. left by a kill during a write; returns them."""
+    only, if given) whose process is gone, i.e. left by a kill during a write; returns them.
+    Temporaries written from other machines are left alone: their processes cannot be checked."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
     removed = []
     for path in folder.iterdir():
         match = _TEMPORARY.match(path.name)
-        if match and (name is None or match["name"] == name) and not _alive(int(match["pid"])):
+        if (match and match["host"] == _HOST and (name is None or match["name"] == name)
+                and not _alive(int(match["pid"]))):
             with contextlib.suppress(OSError):
                 path.unlink()
                 removed.append(path)
