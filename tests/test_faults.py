@@ -275,12 +275,19 @@ def test_read_only_location_is_one_line(run: Path, tmp_path: Path, capsys: Capsy
     fails(capsys, ["train", "--data", str(data), "--out", str(out), *FAST], f"cannot write {out / 'config.yaml'}", "read-only")
 
 
-@pytest.mark.parametrize("command", ["train", "generate"])
-def test_output_under_proc_is_one_line(run: Path, capsys: Capsys, command: str) -> None:
+@pytest.mark.parametrize("command", ["train", "generate", "evaluate"])
+def test_output_under_proc_is_one_line(run: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch, command: str) -> None:
+    """Training fails before it loads data, evaluating before it evaluates."""
+    from crmvae import evaluation
+    from crmvae.training import trainer
+
+    for module, name in ((trainer, "load_dataset"), (evaluation, "evaluate_checkpoint")):
+        monkeypatch.setattr(module, name, lambda *args: pytest.fail("the work started"))
     out = "/proc/crmvae-test/out"
     args = {
         "train": ["train", "--data", str(payload(run / "model.pt")["run_config"]["data"]["root"]), "--out", out, *FAST],
         "generate": ["generate", str(run / "model.pt"), "--n", "2", "--out", out],
+        "evaluate": ["evaluate", str(run), "--out", f"{out}/evaluation.json"],
     }[command]
     fails(capsys, args, "cannot create the folder /proc/crmvae-test", "choose another location")
 
@@ -457,7 +464,7 @@ def test_absurd_vector_values_are_refused_on_load(tmp_path: Path, capsys: Capsys
     root = user_data(tmp_path / "data", _vectors(5, value))
     args = ["train", "--data", str(root), "--out", str(tmp_path / "out"), *FAST]
     fails(capsys, args, str(root / "vec.npy"), "modality 'vec'", words)
-    assert not (tmp_path / "out").exists()
+    assert not any((tmp_path / "out").iterdir())
 
 
 def test_bernoulli_vectors_must_lie_in_the_unit_interval(tmp_path: Path, capsys: Capsys) -> None:

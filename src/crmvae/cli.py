@@ -30,7 +30,7 @@ from .config import (
 )
 from .data import available_datasets, dataset_info, get_dataset, load_dataset
 from .errors import ConfigError, CrmvaeError
-from .fileio import atomic_write, write_error
+from .fileio import atomic_write, make_dir, write_error
 from .objectives import OBJECTIVES
 from .presets import build_run_config
 from .training import CHECKPOINT_FILE, CONFIG_FILE, check_dataset, resolve_device, train
@@ -252,9 +252,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     data = run_data_config(checkpoint)
     if args.data_dir is not None:
         data = dataclasses.replace(data, data_dir=args.data_dir)
+    out = Path(args.out or checkpoint.parent / "evaluation.json")
+    make_dir(out.parent)  # an unwritable place fails before the evaluation, not after it
     results = evaluate_checkpoint(checkpoint, config, data)
     print(format_results(results))
-    out = Path(args.out or checkpoint.parent / "evaluation.json")
     atomic_write(out, json.dumps(results, indent=2))
     print(f"results: {out}")
     return 0

@@ -229,7 +229,6 @@ def train(config: RunConfig, out_dir: str | Path, resume: bool = False) -> Train
         for dataset in (train_set, test_set):
             check_dataset(config.model, dataset)
         if ctx.is_main:
-            make_dir(out)
             save_config(config, out / CONFIG_FILE)
         model = model.to(device, memory_format=memory_format(config.train))
         run = _Run(config, out, model, train_set, test_set, device, checkpoint, ctx)
@@ -492,8 +491,9 @@ def _check_batch_size(tc: TrainConfig, world_size: int) -> None:
 
 
 def _open_run_dir(out: Path, resume: bool) -> dict[str, Any] | None:
-    """The checkpoint to resume from, or ``None`` for a new run; refuses to overwrite a run.
-    Temporaries of writes cut short by a kill are removed first."""
+    """The checkpoint to resume from, or ``None`` for a new run, whose folder is created at once (an
+    unwritable place fails before the data is built); refuses to overwrite a run. Temporaries of
+    writes cut short by a kill are removed first."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output directory {out} is a file")
     remove_stale_temporaries(out)
@@ -516,6 +516,7 @@ def _open_run_dir(out: Path, resume: bool) -> dict[str, Any] | None:
         )
     if contents:
         raise ConfigError(f"output directory {out} is not empty ({', '.join(contents[:5])}); choose another one")
+    make_dir(out)
     return None
 
 
