@@ -3,7 +3,9 @@
 A run is described by one :class:`RunConfig` (data, model, training). Every run directory gets a
 ``config.yaml`` from which the run can be rebuilt exactly. Objective-specific settings live in
 ``ModelConfig.objective_params`` and are validated against the objective's own dataclass (see
-:mod:`crmvae.objectives`).
+:mod:`crmvae.objectives`). Values are checked when a configuration object is built
+(``__post_init__``), so the Python API meets the errors the CLI reports; :func:`from_dict` adds
+the checks of keys and types.
 """
 
 from __future__ import annotations
