@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import io
+import logging
 import os
 import re
 import signal
@@ -20,9 +21,20 @@ import pytest
 import torch
 import yaml
 
-from crmvae import fileio
-from crmvae.checkpoint import MODEL_KEYS, TRAINING_KEYS, validate_checkpoint
-from crmvae.cli import main
+from crmvae import evaluation, fileio
+from crmvae.checkpoint import MODEL_KEYS, TRAINING_KEYS, read_checkpoint, validate_checkpoint
+from crmvae.cli import _run_config, build_parser, main
+from crmvae.config import DataConfig, ModalityConfig, ModelConfig, TrainConfig
+from crmvae.data import DATASETS, get_dataset
+from crmvae.errors import CheckpointError, ConfigError
+from crmvae.evaluation.classifiers import ARCHITECTURES
+from crmvae.likelihoods import LIKELIHOODS, build_likelihood
+from crmvae.model import MultimodalVAE
+from crmvae.nets import NETWORKS
+from crmvae.objectives import OBJECTIVES, get_objective
+from crmvae.presets import build_run_config
+from crmvae.training import train, trainer
+from crmvae.training.progress import show_messages
 
 Capsys = pytest.CaptureFixture[str]
 SPECS = [{"name": "img", "kind": "image", "shape": [1, 4, 4]}, {"name": "vec", "kind": "vector", "shape": [3]}]
@@ -126,9 +138,6 @@ def test_damaged_model_file_is_one_line(run: Path, tmp_path: Path, capsys: Capsy
 
 def test_random_bytes_are_always_a_checkpoint_error(tmp_path: Path) -> None:
     """Random bytes reach torch's legacy unpickler, which fails in many ways; all are caught."""
-    from crmvae.checkpoint import read_checkpoint
-    from crmvae.errors import CheckpointError
-
     rng, path = np.random.default_rng(0), tmp_path / "model.pt"
     for size in [1, 2, 3, 8, 64, 4096] * 50:
         path.write_bytes(rng.bytes(size))
@@ -278,9 +287,6 @@ def test_read_only_location_is_one_line(run: Path, tmp_path: Path, capsys: Capsy
 @pytest.mark.parametrize("command", ["train", "generate", "evaluate"])
 def test_output_under_proc_is_one_line(run: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch, command: str) -> None:
     """Training fails before it loads data, evaluating before it evaluates."""
-    from crmvae import evaluation
-    from crmvae.training import trainer
-
     for module, name in ((trainer, "load_dataset"), (evaluation, "evaluate_checkpoint")):
         monkeypatch.setattr(module, name, lambda *args: pytest.fail("the work started"))
     out = "/proc/crmvae-test/out"
@@ -352,28 +358,19 @@ def test_run_files_are_group_readable_under_the_default_umask(run: Path) -> None
 # registries
 
 
-def _registries() -> dict[str, tuple[Any, Callable[[Any], Any], str]]:
-    """Each registry, a function looking a name up in it, and an entry it holds."""
-    from crmvae.data import DATASETS, get_dataset
-    from crmvae.evaluation.classifiers import ARCHITECTURES
-    from crmvae.likelihoods import LIKELIHOODS, build_likelihood
-    from crmvae.nets import NETWORKS
-    from crmvae.objectives import OBJECTIVES, get_objective
-
-    return {
-        "objective": (OBJECTIVES, get_objective, "crmvae"),
-        "network": (NETWORKS, NETWORKS.lookup, "generic_mlp"),
-        "dataset": (DATASETS, get_dataset, "polymnist"),
-        "likelihood": (LIKELIHOODS, build_likelihood, "normal"),
-        "classifier": (ARCHITECTURES, ARCHITECTURES.lookup, "mlp"),
-    }
+#: Each registry, a function looking a name up in it, and an entry it holds.
+REGISTRIES: dict[str, tuple[Any, Callable[[str], Any], str]] = {
+    "objective": (OBJECTIVES, get_objective, "crmvae"),
+    "network": (NETWORKS, NETWORKS.lookup, "generic_mlp"),
+    "dataset": (DATASETS, get_dataset, "polymnist"),
+    "likelihood": (LIKELIHOODS, build_likelihood, "normal"),
+    "classifier": (ARCHITECTURES, ARCHITECTURES.lookup, "mlp"),
+}
 
 
-@pytest.mark.parametrize("kind", ["objective", "network", "dataset", "likelihood", "classifier"])
+@pytest.mark.parametrize("kind", REGISTRIES)
 def test_registries_refuse_duplicates_and_list_the_known_names(kind: str) -> None:
-    from crmvae.errors import ConfigError
-
-    registry, lookup, known = _registries()[kind]
+    registry, lookup, known = REGISTRIES[kind]
     with pytest.raises(ConfigError, match=f"'{known}' is already registered"):
         registry.add(known, registry[known])
     with pytest.raises(ConfigError, match=rf"unknown .*'nope'; available: \[.*'{known}'"):
@@ -402,10 +399,6 @@ BAD_VALUES = {
 
 @pytest.mark.parametrize("override", BAD_VALUES)
 def test_bad_values_are_refused_when_the_config_is_built(override: str, capsys: Capsys) -> None:
-    from crmvae.config import DataConfig, ModelConfig, TrainConfig
-    from crmvae.errors import ConfigError
-    from crmvae.presets import build_run_config
-
     message = BAD_VALUES[override]
     with pytest.raises(ConfigError, match=re.escape(message)):
         build_run_config("polymnist", "crmvae", "cpu-short", [override])
@@ -419,10 +412,6 @@ def test_bad_values_are_refused_when_the_config_is_built(override: str, capsys: 
 
 
 def test_values_assigned_after_building_are_checked_by_train(tmp_path: Path) -> None:
-    from crmvae.errors import ConfigError
-    from crmvae.presets import build_run_config
-    from crmvae.training import train
-
     config = build_run_config("polymnist", "crmvae", "cpu-short")
     config.train.epochs = 0
     with pytest.raises(ConfigError, match="train.epochs must be >= 1"):
@@ -436,9 +425,6 @@ def test_values_assigned_after_building_are_checked_by_train(tmp_path: Path) -> 
     ("weight", -1.0, "weight must be >= 0"),
 ])
 def test_bad_modality_values_are_refused_when_built(field: str, value: Any, message: str) -> None:
-    from crmvae.config import ModalityConfig
-    from crmvae.errors import ConfigError
-
     with pytest.raises(ConfigError, match=rf"modality 'm': {message}"):
         ModalityConfig(**{"name": "m", "shape": [3], field: value})
 
@@ -479,10 +465,6 @@ def test_bernoulli_vectors_must_lie_in_the_unit_interval(tmp_path: Path, capsys:
 
 
 def test_messages_are_lines_through_the_progress_writer(capsys: Capsys) -> None:
-    import logging
-
-    from crmvae.training.progress import show_messages
-
     show_messages()
     show_messages()  # once per process
     logging.getLogger("crmvae.data.cache").warning("data cache %s is corrupt; rebuilding it", "x.pt")
@@ -492,8 +474,6 @@ def test_messages_are_lines_through_the_progress_writer(capsys: Capsys) -> None:
 
 def test_flags_apply_after_set_and_the_config_is_checked_once(tmp_path: Path) -> None:
     """``--epochs 1`` overrides ``--set train.epochs=0``: only the final configuration is checked."""
-    from crmvae.cli import _run_config, build_parser
-
     args = build_parser().parse_args(["train", "--set", "train.epochs=0", "--epochs", "1", "--data-dir", str(tmp_path / "a b")])
     config, label = _run_config(args)
     assert (config.train.epochs, config.data.data_dir, label) == (1, str(tmp_path / "a b"), "paper")
@@ -538,8 +518,6 @@ def test_huge_labels_are_refused_on_load(tmp_path: Path, capsys: Capsys) -> None
 ])
 def test_out_of_memory_is_one_line(tmp_path: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
     """What torch raises for model.latent_dim=100000000 (200 GB of weights), without allocating it."""
-    from crmvae.model import MultimodalVAE
-
     def allocate(*args: Any) -> None:
         raise error
 
