@@ -111,7 +111,7 @@ def test_corrupt_checkpoint_exits_2_without_traceback(tmp_path: Path) -> None:
     bad.write_bytes(b"not a checkpoint")
     result = run_cli("info", str(bad))
     assert result.returncode == 2
-    assert result.stderr.startswith(f"crmvae: error: checkpoint {bad} cannot be read") and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"crmvae: error: checkpoint {bad} is not a PyTorch file") and "Traceback" not in result.stderr
 
 
 def test_info(trained: Path, capsys: pytest.CaptureFixture[str]) -> None:

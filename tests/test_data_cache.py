@@ -18,7 +18,7 @@ from crmvae.data.cache import (
     resolve_data_dir,
     spec_key,
 )
-from crmvae.data.sources import file_sha256
+from crmvae.fileio import file_sha256
 
 SPEC = {"version": 3, "seed": 7, "sizes": [4, 2], "params": {"a": 1}}
 

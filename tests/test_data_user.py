@@ -253,7 +253,7 @@ DAMAGES: dict[str, tuple[Callable[[Path], None], list[str]]] = {
     "all modalities missing": (lambda r: _npz(r, mask=_first_row_empty()), ["example 0 has no modality present", "every example needs"]),
     "unknown array": (lambda r: _npz(r, colour=np.ones(N)), ["data.npz['colour']", "is no modality"]),
     "no source": (lambda r: _npz(r, feat=None), ["no data for modality 'feat'", "feat.npy"]),
-    "corrupt npz": (lambda r: (r / "data.npz").write_bytes(b"PK\x03\x04 not really"), ["data.npz", "unreadable .npz"]),
+    "corrupt npz": (lambda r: (r / "data.npz").write_bytes(b"PK\x03\x04 not really"), ["data.npz", "is not a NumPy file"]),
     "corrupt png": (lambda r: _png(r, bytes(RNG.integers(0, 256, 200, dtype=np.uint8))), ["photo", "'photo'", "unreadable or truncated"]),
     "truncated png": (lambda r: _png(r), ["'photo'", "unreadable or truncated"]),
     "png size": (lambda r: _png(r, image=Image.new("L", (6, 5))), ["'photo'", "L 6x5 image", "expected L 5x6"]),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import shlex
 import sys
 from collections.abc import Sequence
@@ -18,10 +19,9 @@ from typing import Any
 
 import torch
 
-from .checkpoint import EXPORT_CONFIG_FILE, export_safetensors, load_model, read_checkpoint
+from .checkpoint import EXPORT_CONFIG_FILE, export_safetensors, load_model, read_checkpoint, validate_checkpoint
 from .config import (
     DataConfig,
-    ModelConfig,
     RunConfig,
     apply_overrides,
     from_dict,
@@ -30,10 +30,12 @@ from .config import (
 )
 from .data import available_datasets, dataset_info, get_dataset, load_dataset
 from .errors import ConfigError, CrmvaeError
+from .fileio import atomic_write, make_dir, write_error
 from .objectives import OBJECTIVES
 from .presets import build_run_config
 from .training import CHECKPOINT_FILE, CONFIG_FILE, check_dataset, resolve_device, train
 from .training.distributed import detect_context
+from .training.progress import show_messages, write_line
 from .visualize import save_generation_grids
 
 PROG = "crmvae"
@@ -93,28 +95,25 @@ def _user_data_flag(args: argparse.Namespace) -> None:
 
 
 def _run_config(args: argparse.Namespace) -> tuple[RunConfig, str]:
-    """The run configuration from a preset or a file, the overrides and the shortcut flags,
-    and a label for the default output directory."""
+    """The run configuration from a preset or a file, the overrides and the shortcut flags (applied
+    as overrides after ``--set``, so the configuration is built and checked once, at the end), and a
+    label for the default output directory."""
     _user_data_flag(args)
     named = {k: getattr(args, k) for k in DEFAULTS if getattr(args, k) is not None}
     resumed = Path(args.out) / CONFIG_FILE if args.resume and args.out else None
     if args.config and named:
         raise ConfigError(f"--config cannot be combined with {', '.join('--' + k for k in named)}; use --set")
+    flags = (
+        ("train.seed", args.seed), ("train.epochs", args.epochs), ("train.device", args.device),
+        ("data.data_dir", args.data_dir),
+    )
+    overrides = [*args.set, *(f"{key}={json.dumps(value)}" for key, value in flags if value is not None)]
     if args.config or (resumed is not None and resumed.is_file() and not named):
         path = Path(args.config) if args.config else resumed
-        values = apply_overrides(to_dict(load_config(RunConfig, path)), args.set)
-        label = path.stem
-    else:
-        choice = DEFAULTS | named
-        values = to_dict(build_run_config(choice["dataset"], choice["model"], choice["preset"], args.set))
-        label = choice["preset"]
-    for section, key, value in (
-        ("train", "seed", args.seed), ("train", "epochs", args.epochs), ("train", "device", args.device),
-        ("data", "data_dir", args.data_dir),
-    ):
-        if value is not None:
-            values[section][key] = value
-    return from_dict(RunConfig, values, where="run config"), label
+        values = apply_overrides(to_dict(load_config(RunConfig, path)), overrides)
+        return from_dict(RunConfig, values, where="run config"), path.stem
+    choice = DEFAULTS | named
+    return build_run_config(choice["dataset"], choice["model"], choice["preset"], overrides), choice["preset"]
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -130,7 +129,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         checkpoint = out / CHECKPOINT_FILE
         where = (f"the last checkpoint is {checkpoint}; resume with: {PROG} train --out {out} --resume"
                  if checkpoint.is_file() else f"no checkpoint was written yet in {out}")
-        print(f"{PROG}: interrupted; {where}", file=sys.stderr)
+        write_line(f"{PROG}: interrupted; {where}")
         return 130
     metrics = result.metrics
     if not main_rank:
@@ -191,8 +190,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def checkpoint_info(path: str | Path) -> dict[str, Any]:
     """A JSON-friendly description of a model or training checkpoint."""
     path = Path(path)
-    payload = read_checkpoint(path)
-    config = from_dict(ModelConfig, payload["model_config"], where=f"{path}: model_config")
+    payload, model = validate_checkpoint(path)
+    config = model.config
     info: dict[str, Any] = {
         "file": str(path),
         "size_mb": round(path.stat().st_size / 2**20, 2),
@@ -262,11 +261,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     data = run_data_config(checkpoint)
     if args.data_dir is not None:
         data = dataclasses.replace(data, data_dir=args.data_dir)
+    out = Path(args.out or checkpoint.parent / "evaluation.json")
+    make_dir(out.parent)  # an unwritable place fails before the evaluation, not after it
     results = evaluate_checkpoint(checkpoint, config, data)
     print(format_results(results))
-    out = Path(args.out or checkpoint.parent / "evaluation.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    atomic_write(out, json.dumps(results, indent=2))
     print(f"results: {out}")
     return 0
 
@@ -411,15 +410,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failed allocation: ``MemoryError``, CUDA's ``OutOfMemoryError``, or the
+    ``RuntimeError`` of torch's CPU allocator."""
+    return isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in str(exc)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    show_messages()
     try:
         return args.func(args)
     except CrmvaeError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        write_line(f"{PROG}: error: {' '.join(str(exc).split())}")  # one line, whatever the message holds
+        return 2
+    except (MemoryError, RuntimeError) as exc:
+        if not _out_of_memory(exc):
+            raise
+        size = re.search(r"[Tt]ried to allocate ([\d.]+ ?\w+)", str(exc))
+        write_line(f"{PROG}: error: out of memory{f' (tried to allocate {size[1]})' if size else ''}: use a smaller "
+                   f"model (model.latent_dim), train.batch_size or dataset, or a device with more memory")
+        return 2
+    except OSError as exc:  # a place the code does not write through fileio: unreadable, a folder...
+        write_line(f"{PROG}: error: {write_error(exc.filename or 'a file', exc, 'use')}")
         return 2
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
+        write_line(f"{PROG}: interrupted")
         return 130

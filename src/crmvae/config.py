@@ -3,13 +3,16 @@
 A run is described by one :class:`RunConfig` (data, model, training). Every run directory gets a
 ``config.yaml`` from which the run can be rebuilt exactly. Objective-specific settings live in
 ``ModelConfig.objective_params`` and are validated against the objective's own dataclass (see
-:mod:`crmvae.objectives`).
+:mod:`crmvae.objectives`). Values are checked when a configuration object is built
+(``__post_init__``), so the Python API meets the errors the CLI reports; :func:`from_dict` adds
+the checks of keys and types.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,8 +22,29 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 from .errors import ConfigError
+from .fileio import atomic_write
 
 T = TypeVar("T")
+
+#: Most CPU threads a run may ask for: more than any CPU has (torch crashes at 65,536).
+MAX_THREADS = 1024
+
+
+def check_minimums(where: str, cfg: Any, minimums: dict[str, float]) -> None:
+    """A :class:`ConfigError` for the first field of ``cfg`` below its minimum (``None``, an
+    unset optional value, passes; so does no number, which :func:`from_dict` reports)."""
+    for key, low in minimums.items():
+        value = getattr(cfg, key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not value >= low:  # NaN fails too
+            optional = type(None) in typing.get_args(typing.get_type_hints(type(cfg))[key])
+            raise ConfigError(f"{where}{key} must be >= {low}{' or null' if optional else ''}, got {value}")
+
+
+def _check_choice(where: str, cfg: Any, key: str) -> None:
+    """A :class:`ConfigError` when the ``Literal`` field ``key`` of ``cfg`` holds another value."""
+    choices = typing.get_args(typing.get_type_hints(type(cfg))[key])
+    if getattr(cfg, key) not in choices:
+        raise ConfigError(f"{where}{key}: {getattr(cfg, key)!r} is not one of {list(choices)}")
 
 
 @dataclass
@@ -40,6 +64,14 @@ class ModalityConfig:
     weight: float = 1.0
     vocab_size: int | None = None
 
+    def __post_init__(self) -> None:
+        where = f"modality {self.name!r}: "
+        if not self.shape or not all(isinstance(n, int) and n >= 1 for n in self.shape):
+            raise ConfigError(f"{where}shape must be a non-empty list of positive sizes, got {self.shape}")
+        if not self.likelihood_scale > 0:
+            raise ConfigError(f"{where}likelihood_scale must be > 0, got {self.likelihood_scale}")
+        check_minimums(where, self, {"weight": 0, "vocab_size": 1})
+
 
 @dataclass
 class ModelConfig:
@@ -49,6 +81,15 @@ class ModelConfig:
     latent_dim: int = 512
     objective: str = "crmvae"
     objective_params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        names = [m.name for m in self.modalities]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"model.modalities: names must be unique, got {names}")
+        check_minimums("model.", self, {"latent_dim": 1})
+        from .objectives import build_objective_config  # imported here: the objectives import this module
+
+        build_objective_config(self.objective, self.objective_params, len(self.modalities))
 
 
 @dataclass
@@ -67,6 +108,9 @@ class DataConfig:
     train_size: int | None = None
     test_size: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_minimums("data.", self, {"seed": 0, "train_size": 1, "test_size": 1})
 
 
 @dataclass
@@ -89,6 +133,18 @@ class TrainConfig:
     checkpoint_every: int = 200
     grid_examples: int = 8
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        # epochs >= 1: a run of 0 epochs would write an untrained model.pt
+        check_minimums("train.", self, {
+            "epochs": 1, "batch_size": 1, "seed": 0, "log_every": 1, "checkpoint_every": 1, "grid_examples": 0,
+            "threads": 1, "max_steps": 1,
+        })
+        if self.threads is not None and self.threads > MAX_THREADS:
+            raise ConfigError(f"train.threads must be <= {MAX_THREADS} or null, got {self.threads}")
+        if not 0 < self.lr < math.inf:
+            raise ConfigError(f"train.lr must be a positive number, got {self.lr}")
+        _check_choice("train.", self, "precision")
 
 
 @dataclass
@@ -198,9 +254,7 @@ def save_config(cfg: Any, path: str | Path) -> None:
     path = Path(path)
     data = to_dict(cfg)
     text = json.dumps(data, indent=2) if path.suffix == ".json" else yaml.safe_dump(data, sort_keys=False)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    atomic_write(path, text)
 
 
 def load_config(cls: type[T], path: str | Path) -> T:
@@ -210,7 +264,7 @@ def load_config(cls: type[T], path: str | Path) -> T:
         raise ConfigError(f"configuration file {path} does not exist")
     try:
         data = yaml.safe_load(path.read_text())  # JSON is a subset of YAML
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid YAML/JSON: {exc}") from None
     return from_dict(cls, data or {}, where=str(path))
 

@@ -1,8 +1,8 @@
 """User-facing error types.
 
-Every error a user can cause (bad configuration, bad data, bad checkpoint) is raised as a
-subclass of :class:`CrmvaeError` with a message that says what was wrong and where. The CLI
-prints such messages without a traceback.
+Every error a user can cause (bad configuration, bad data, bad checkpoint, an unwritable
+location) is raised as a subclass of :class:`CrmvaeError` with a message that says what was
+wrong and where. The CLI prints such messages without a traceback.
 """
 
 
@@ -20,6 +20,10 @@ class DataError(CrmvaeError, ValueError):
 
 class CheckpointError(CrmvaeError):
     """A checkpoint that is missing, unreadable or incompatible."""
+
+
+class WriteError(CrmvaeError):
+    """A file or folder that cannot be written: no permission, read-only or full disk."""
 
 
 class NonFiniteLossError(CrmvaeError, FloatingPointError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,7 @@ from torch import Tensor
 
 from .distributions import standard_normal_like
 from .errors import ConfigError
+from .registry import Registry
 
 
 def _sum_event(x: Tensor) -> Tensor:
@@ -42,6 +44,17 @@ class Likelihood(ABC):
         """One sample from the distribution."""
 
 
+LIKELIHOODS: Registry[type[Likelihood]] = Registry("likelihood")
+_L = TypeVar("_L", bound=type[Likelihood])
+
+
+def _registered(cls: _L) -> _L:
+    """Class decorator adding a likelihood to :data:`LIKELIHOODS` under its ``name``."""
+    LIKELIHOODS.add(cls.name, cls)
+    return cls
+
+
+@_registered
 class Laplace(Likelihood):
     """Laplace with location ``params`` and fixed scale ``s``:
     ``log p(x) = sum(-|x - loc| / s - log(2 s))``."""
@@ -63,6 +76,7 @@ class Laplace(Likelihood):
         return torch.distributions.Laplace(params.float(), self.scale).sample()
 
 
+@_registered
 class Normal(Likelihood):
     """Normal with mean ``params`` and fixed standard deviation ``s``:
     ``log p(x) = sum(-(x - mu)^2 / (2 s^2) - log s - log(2 pi) / 2)``."""
@@ -85,6 +99,7 @@ class Normal(Likelihood):
         return mean + self.scale * standard_normal_like(mean)
 
 
+@_registered
 class Bernoulli(Likelihood):
     """Bernoulli with logits ``params``: ``log p(x) = sum(x * l - softplus(l))`` for x in [0, 1]."""
 
@@ -101,6 +116,7 @@ class Bernoulli(Likelihood):
         return torch.bernoulli(torch.sigmoid(params.float()))
 
 
+@_registered
 class Categorical(Likelihood):
     """Categorical over a vocabulary with logits ``params`` ``[K, B, L, V]`` and token ids
     ``x`` ``[B, L]``: ``log p(x) = sum_l log_softmax(params)[l, x_l]``."""
@@ -119,16 +135,9 @@ class Categorical(Likelihood):
         return torch.distributions.Categorical(logits=params.float()).sample()
 
 
-LIKELIHOODS: dict[str, type[Likelihood]] = {
-    cls.name: cls for cls in (Laplace, Normal, Bernoulli, Categorical)
-}
-
-
 def build_likelihood(name: str, scale: float = 0.75) -> Likelihood:
     """The likelihood called ``name``; ``scale`` is used by the location-scale families."""
-    if name not in LIKELIHOODS:
-        raise ConfigError(f"unknown likelihood {name!r}; available: {sorted(LIKELIHOODS)}")
-    cls = LIKELIHOODS[name]
+    cls = LIKELIHOODS.lookup(name)
     if cls in (Laplace, Normal):
         if scale <= 0:
             raise ConfigError(f"likelihood {name!r}: scale must be positive, got {scale}")

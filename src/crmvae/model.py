@@ -70,15 +70,8 @@ class MultimodalVAE(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         names = [m.name for m in config.modalities]
-        if not names:
+        if not names:  # the other values are checked when the configuration is built
             raise ConfigError("model: at least one modality is required")
-        if len(set(names)) != len(names):
-            raise ConfigError(f"model: modality names must be unique, got {names}")
-        if config.latent_dim < 1:
-            raise ConfigError(f"model: latent_dim must be >= 1, got {config.latent_dim}")
-        for m in config.modalities:
-            if m.weight < 0:
-                raise ConfigError(f"modality {m.name!r}: weight must be >= 0, got {m.weight}")
         self.modality_names = names
         self.latent_dim = config.latent_dim
         self.objective = get_objective(config.objective)

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from .data.base import Batch
 from .errors import ConfigError
+from .fileio import atomic_write, make_dir
 from .model import MultimodalVAE
 from .seeding import private_rng
 
@@ -170,7 +171,7 @@ def save_generation_grids(
     data = {k: v.to(device) for k, v in data.items()}
     mask = None if mask is None else mask.to(device)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_dir(out_dir)
     was_training = model.training
     model.eval()
     paths = []
@@ -196,5 +197,4 @@ def save_generation_grids(
 
 
 def _save(image: Image.Image, path: Path) -> Path:
-    image.save(path)
-    return path
+    return atomic_write(path, lambda f: image.save(f, format="PNG"))

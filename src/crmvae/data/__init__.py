@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from ..config import DataConfig
 from ..errors import ConfigError
+from ..registry import Registry
 from .base import Batch, ModalitySpec, MultimodalDataset
 from .celeba import CelebA
 from .cub import CUB
@@ -23,6 +24,7 @@ from .sources import SPLITS
 from .user import UserData
 
 __all__ = [
+    "DATASETS",
     "Batch",
     "DatasetProvider",
     "ModalitySpec",
@@ -52,27 +54,22 @@ class DatasetProvider(Protocol):
     def info(self, cfg: DataConfig) -> dict[str, Any]: ...
 
 
-_REGISTRY: dict[str, DatasetProvider] = {}
+DATASETS: Registry[DatasetProvider] = Registry("dataset")
 
 
 def register_dataset(provider: DatasetProvider) -> DatasetProvider:
     """Add ``provider`` under ``provider.name`` (a name can be registered once)."""
-    if provider.name in _REGISTRY:
-        raise ValueError(f"dataset {provider.name!r} is already registered")
-    _REGISTRY[provider.name] = provider
-    return provider
+    return DATASETS.add(provider.name, provider)
 
 
 def available_datasets() -> list[str]:
     """Registered dataset names, sorted."""
-    return sorted(_REGISTRY)
+    return sorted(DATASETS)
 
 
 def get_dataset(name: str) -> DatasetProvider:
     """The provider registered as ``name``; :class:`ConfigError` listing the names otherwise."""
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown dataset {name!r}; available datasets: {available_datasets()}")
-    return _REGISTRY[name]
+    return DATASETS.lookup(name)
 
 
 def _resolve(cfg: DataConfig) -> tuple[DatasetProvider, DataConfig]:
@@ -88,10 +85,7 @@ def _resolve(cfg: DataConfig) -> tuple[DatasetProvider, DataConfig]:
 
 
 def _requested_size(cfg: DataConfig, split: str) -> int | None:
-    size = cfg.train_size if split == "train" else cfg.test_size
-    if size is not None and size <= 0:
-        raise ConfigError(f"data.{split}_size={size}; expected a positive number or null (all)")
-    return size
+    return cfg.train_size if split == "train" else cfg.test_size
 
 
 def load_dataset(cfg: DataConfig, split: str) -> MultimodalDataset:

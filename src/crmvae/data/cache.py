@@ -15,8 +15,6 @@ import hashlib
 import json
 import logging
 import os
-import pickle
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,14 +23,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .sources import file_sha256
+from ..fileio import (
+    TORCH_LOAD_ERRORS,
+    atomic_write,
+    file_sha256,
+    load_error_reason,
+)
 
 log = logging.getLogger(__name__)
 
 ENV_DATA_DIR = "CRMVAE_DATA_DIR"
 MANIFEST_VERSION = 1
-#: What torch.load raises for a truncated, corrupt or foreign file.
-TORCH_LOAD_ERRORS = (RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError)
 
 
 def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -129,7 +130,7 @@ def _load_verified(path: Path, manifest_path: Path, spec: dict[str, Any]) -> dic
     try:
         tensors = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except TORCH_LOAD_ERRORS as exc:
-        raise _Untrusted(f"unloadable ({exc.__class__.__name__}: {exc})") from None
+        raise _Untrusted(f"unloadable (it {load_error_reason(path, exc)})") from None
     if not isinstance(tensors, dict) or not all(isinstance(v, Tensor) for v in tensors.values()):
         raise _Untrusted("unusable (file does not hold a dict of tensors)")
     shapes = {k: list(v.shape) for k, v in tensors.items()}
@@ -142,9 +143,8 @@ def _write(
     path: Path, manifest_path: Path, spec: dict[str, Any], tensors: dict[str, Tensor]
 ) -> None:
     """Write tensors then manifest, each to a temp file renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     manifest_path.unlink(missing_ok=True)  # the entry is invalid until the new manifest lands
-    _atomic_write(path, lambda f: torch.save(tensors, f))
+    atomic_write(path, lambda f: torch.save(tensors, f))
     manifest = {
         "manifest_version": MANIFEST_VERSION,
         "spec": spec,
@@ -156,16 +156,4 @@ def _write(
         "sha256": file_sha256(path),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    _atomic_write(manifest_path, lambda f: f.write(json.dumps(manifest, indent=2).encode()))
-
-
-def _atomic_write(path: Path, write: Callable[[Any], Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; cache files are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(manifest_path, json.dumps(manifest, indent=2))

@@ -32,8 +32,9 @@ from torch import Tensor
 
 from ..config import DataConfig
 from ..errors import ConfigError, DataError
+from ..fileio import TORCH_LOAD_ERRORS, load_error_reason
 from .base import ModalitySpec, MultimodalDataset
-from .cache import TORCH_LOAD_ERRORS, cache_paths, cached_build, read_manifest
+from .cache import cache_paths, cached_build, read_manifest
 from .sources import (
     DEFAULT_BACKGROUNDS,
     MNIST_SHA256,
@@ -183,7 +184,7 @@ def _read_pt(path: Path, what: str) -> Tensor:
     try:
         value = torch.load(path, map_location="cpu", weights_only=True)
     except TORCH_LOAD_ERRORS as exc:
-        raise DataError(f"{path}: cannot load {what} ({exc.__class__.__name__}: {exc})") from None
+        raise DataError(f"{path} ({what}) {load_error_reason(path, exc)}") from None
     if not isinstance(value, Tensor):
         raise DataError(f"{path}: {what} must be a tensor, found {type(value).__name__}")
     return value

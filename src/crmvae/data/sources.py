@@ -9,7 +9,6 @@ scikit-learn's 8x8 digits, and backgrounds from the photos scikit-image bundles 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import importlib.util
 import pickle
 from functools import cache, lru_cache
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..errors import ConfigError, DataError
+from ..fileio import file_sha256
 
 SPLITS: tuple[str, ...] = ("train", "test")
 
@@ -56,15 +56,6 @@ DEFAULT_BACKGROUNDS: tuple[str, ...] = (
 def _check_split(split: str) -> None:
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; expected one of {list(SPLITS)}")
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file's bytes, read in 4 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def mnist_path() -> Path:

@@ -25,12 +25,14 @@ Each modality of a split comes from exactly one source (example ``i`` is row ``i
 - ``NAME/`` (images): ``{i}.png`` files, 8-bit grey (C = 1) or RGB (C = 3), H x W as declared;
   a missing file is a missing entry. Without any array, N = largest index + 1.
 - ``NAME.npy`` or an array ``NAME`` in ``data.npz``: ``[N, *shape]``. Images ``uint8`` (or any
-  integers in 0..255) or floats in [0, 1]; vectors numbers; tokens integer ids in ``[0, V)``.
+  integers in 0..255) or floats in [0, 1]; vectors numbers of magnitude at most 1e6 (in [0, 1]
+  under a Bernoulli likelihood; larger values are refused, not clipped: standardise them);
+  tokens integer ids in ``[0, V)``.
   A missing entry is a row that is all NaN (floats) or all -1 (token ids).
 - ``NAME.txt`` (tokens): line ``i`` holds example ``i``'s tokens separated by spaces, padded to
   L with ``pad``; an empty line is a missing entry.
 
-Optional, as ``.npy`` or inside ``data.npz``: ``labels`` (integers ``[N]``, >= 0) and ``mask``
+Optional, as ``.npy`` or inside ``data.npz``: ``labels`` (integers ``[N]``, 0..99999) and ``mask``
 (bool ``[N, M]``, True = present; it may drop entries but never claim an absent one). Every
 example needs at least one modality. Everything is checked on load; an error names the file,
 the modality and what was expected. Images are stored as ``uint8`` (floats are rounded to
@@ -67,8 +69,15 @@ KIND_DEFAULTS: dict[str, tuple[str, str, float]] = {
     "vector": ("generic_mlp", "normal", 1.0),
     "tokens": ("generic_tokens", "categorical", 1.0),
 }
+#: Largest magnitude of a vector entry under a Normal or Laplace decoder: beyond it, a decoder of
+#: scale ~1 meets squared errors of 1e12 and more, and training overflows. Such data is refused.
+MAX_VECTOR_MAGNITUDE = 1e6
+#: Most classes labels may name: the evaluation's classifiers get one output per class, so a label
+#: such as 10**12 (usually a wrong column) would ask for a terabyte-sized layer.
+MAX_CLASSES = 100_000
 _IMAGE_NAME = re.compile(r"^(\d+)\.png$")
 _MODALITY_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+_NPY_MAGIC = b"\x93NUMPY"
 _NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile)
 
 
@@ -106,7 +115,7 @@ def data_root(cfg: DataConfig) -> Path:
         raise ConfigError(f"dataset {NAME!r} reads your own files: set data.root=PATH (or `crmvae train --data PATH`)")
     root = Path(cfg.root).expanduser()
     if not root.is_dir():
-        raise DataError(f"data.root={cfg.root}: no such folder")
+        raise DataError(f"data.root={cfg.root}: {'a file, not a folder' if root.exists() else 'no such folder'}")
     return root
 
 
@@ -141,8 +150,8 @@ def read_format(root: Path) -> UserFormat:
     names = [m.name for m in fmt.modalities]
     if len(set(names)) != len(names):
         raise DataError(f"{path}: modality names must be unique, got {names}")
-    if fmt.num_classes is not None and fmt.num_classes < 1:
-        raise DataError(f"{path}: num_classes={fmt.num_classes}, expected >= 1")
+    if fmt.num_classes is not None and not 1 <= fmt.num_classes <= MAX_CLASSES:
+        raise DataError(f"{path}: num_classes={fmt.num_classes}, expected 1..{MAX_CLASSES}")
     for m in fmt.modalities:
         _check_modality(path, m)
         if m.kind == "tokens":
@@ -215,6 +224,26 @@ def user_modality_configs(cfg: DataConfig) -> list[ModalityConfig]:
 # one folder of examples
 
 
+def _is_numpy_file(path: Path) -> bool:
+    """Whether ``path`` starts like a ``.npy`` file or is a zip archive (``.npz``)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(_NPY_MAGIC)) == _NPY_MAGIC or zipfile.is_zipfile(path)
+    except OSError:
+        return False
+
+
+def _unreadable(path: Path, exc: Exception) -> DataError:
+    """Why NumPy cannot load ``path``, without its advice to allow pickles (unsafe for untrusted files)."""
+    if not _is_numpy_file(path):
+        reason = "is not a NumPy file (truncated, or another kind of file)"
+    elif "allow_pickle" in str(exc):
+        reason = "holds Python objects rather than numbers, refused since loading them could run code"
+    else:
+        reason = f"is damaged ({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''})"
+    return DataError(f"{path} {reason}; save plain numeric arrays with numpy.save / numpy.savez")
+
+
 class _Arrays:
     """The ``.npy`` files and ``data.npz`` members of a split folder, by name."""
 
@@ -227,7 +256,7 @@ class _Arrays:
                 with np.load(archive, allow_pickle=False) as npz:
                     self.archive = {key: npz[key] for key in npz.files}
             except _NPZ_ERRORS as exc:
-                raise DataError(f"{archive}: unreadable .npz archive ({type(exc).__name__}: {exc})") from None
+                raise _unreadable(archive, exc) from None
         self.files = {p.stem: p for p in folder.glob("*.npy")}
         for key, where in [*((k, f"{archive}[{k!r}]") for k in self.archive), *((k, str(p)) for k, p in self.files.items())]:
             if key not in allowed:
@@ -248,7 +277,7 @@ class _Arrays:
         try:
             return np.load(self.files[key], allow_pickle=False)
         except _NPZ_ERRORS as exc:
-            raise DataError(f"{self.files[key]}: unreadable .npy file ({type(exc).__name__}: {exc})") from None
+            raise _unreadable(self.files[key], exc) from None
 
 
 @dataclass
@@ -300,13 +329,32 @@ def _vector_array(x: np.ndarray, m: UserModality, where: str) -> _Column:
     _check_shape(x, m, where)
     if x.dtype == np.bool_ or not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
         raise DataError(f"{where} (modality {m.name!r}): dtype {x.dtype}, expected numbers (NaN rows = missing)")
-    x = x.astype(np.float32)
+    with np.errstate(over="ignore"):  # values beyond float32 become inf, reported below
+        x = x.astype(np.float32)
     absent = _nan_rows(x, m, where)
     values = np.where(absent.reshape((-1,) + (1,) * len(m.shape)), np.float32(0.0), x)
     if not np.isfinite(values).all():
         row = int((~np.isfinite(values)).reshape(len(x), -1).any(1).argmax())
-        raise DataError(f"{where} (modality {m.name!r}): example {row} is infinite or beyond float32's range")
+        raise DataError(f"{where} (modality {m.name!r}): example {row} is infinite or beyond float32's range; fix or remove that example")
+    _check_vector_range(values, m, where)
     return _Column(torch.from_numpy(values), torch.from_numpy(~absent))
+
+
+def _check_vector_range(values: np.ndarray, m: UserModality, where: str) -> None:
+    """Refuse values the declared likelihood cannot model: outside [0, 1] for a Bernoulli, of
+    magnitude above :data:`MAX_VECTOR_MAGNITUDE` otherwise; the error names the first such example."""
+    likelihood = m.likelihood or KIND_DEFAULTS["vector"][1]
+    low, high = (0.0, 1.0) if likelihood == "bernoulli" else (-MAX_VECTOR_MAGNITUDE, MAX_VECTOR_MAGNITUDE)
+    outside = ((values < low) | (values > high)).reshape(len(values), -1)
+    if outside.any():
+        row = int(outside.any(1).argmax())
+        value = values.reshape(len(values), -1)[row][outside[row]][0]
+        fix = ("values must lie in [0, 1]" if likelihood == "bernoulli"
+               else "standardise the feature (subtract its mean, divide by its standard deviation)")
+        raise DataError(
+            f"{where} (modality {m.name!r}): example {row} holds {value:g}, outside [{low:g}, {high:g}] that a "
+            f"{likelihood} decoder can model; {fix}"
+        )
 
 
 def _token_array(x: np.ndarray, m: UserModality, where: str) -> _Column:
@@ -428,9 +476,10 @@ def _count(counts: dict[str, int]) -> int | None:
 def _labels(x: np.ndarray, where: str, num_classes: int | None) -> Tensor:
     if x.ndim != 1 or x.dtype == np.bool_ or not np.issubdtype(x.dtype, np.integer):
         raise DataError(f"{where}: labels must be integers [N], found {x.dtype} {list(x.shape)}")
-    if x.size and (x.min() < 0 or (num_classes is not None and x.max() >= num_classes)):
-        top = "" if num_classes is None else f"..{num_classes - 1} (num_classes in modalities.yaml)"
-        raise DataError(f"{where}: labels span [{x.min()}, {x.max()}], expected 0{top or ' or more'}")
+    top = MAX_CLASSES if num_classes is None else num_classes
+    if x.size and (x.min() < 0 or x.max() >= top):
+        where_top = "" if num_classes is None else " (num_classes in modalities.yaml)"
+        raise DataError(f"{where}: labels span [{x.min()}, {x.max()}], expected 0..{top - 1}{where_top}")
     return torch.from_numpy(x.astype(np.int64))
 
 

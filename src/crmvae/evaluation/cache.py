@@ -17,7 +17,8 @@ import torch
 from ..checkpoint import atomic_torch_save
 from ..config import DataConfig
 from ..data import dataset_info
-from ..data.cache import TORCH_LOAD_ERRORS, resolve_data_dir, spec_key
+from ..data.cache import resolve_data_dir, spec_key
+from ..fileio import TORCH_LOAD_ERRORS
 
 log = logging.getLogger(__name__)
 

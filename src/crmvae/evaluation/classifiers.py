@@ -29,6 +29,7 @@ from ..config import DataConfig
 from ..data import MultimodalDataset, load_dataset
 from ..data.base import ModalitySpec, to_model_input
 from ..errors import ConfigError, DataError
+from ..registry import Registry
 from ..seeding import private_rng
 from ..training.progress import progress_bar
 from .cache import cache_file, dataset_identity, read_cached, write_cached
@@ -45,17 +46,9 @@ DATASET_IMAGE_ARCHITECTURES: dict[str, str] = {"translated_polymnist": "conv_bn_
 DEFAULT_EPOCHS: dict[str, int] = {"translated_polymnist": 5, "default": 12}
 
 ClassifierFactory = Callable[[ModalitySpec, int], nn.Module]
-ARCHITECTURES: dict[str, ClassifierFactory] = {}
-
-
-def register_classifier(name: str) -> Callable[[ClassifierFactory], ClassifierFactory]:
-    """Decorator adding a ``(spec, num_classes) -> nn.Module`` factory to :data:`ARCHITECTURES`."""
-
-    def decorate(factory: ClassifierFactory) -> ClassifierFactory:
-        ARCHITECTURES[name] = factory
-        return factory
-
-    return decorate
+ARCHITECTURES: Registry[ClassifierFactory] = Registry("classifier")
+#: Decorator adding a ``(spec, num_classes) -> nn.Module`` factory to :data:`ARCHITECTURES` under a name.
+register_classifier = ARCHITECTURES.register
 
 
 # --------------------------------------------------------------------------------------------
@@ -196,9 +189,7 @@ def classifier_for(spec: ModalitySpec, dataset: str | None = None) -> str:
 
 def build_classifier(architecture: str, spec: ModalitySpec, num_classes: int) -> nn.Module:
     """A fresh network of the named architecture for ``spec``."""
-    if architecture not in ARCHITECTURES:
-        raise ConfigError(f"modality {spec.name!r}: unknown classifier {architecture!r}; available: {sorted(ARCHITECTURES)}")
-    return ARCHITECTURES[architecture](spec, num_classes)
+    return ARCHITECTURES.lookup(architecture, f"modality {spec.name!r}")(spec, num_classes)
 
 
 # --------------------------------------------------------------------------------------------

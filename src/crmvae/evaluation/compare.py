@@ -14,7 +14,6 @@ standard deviation ``s = sqrt(sum_i (x_i - mean)^2 / (n - 1))`` (0 for a single 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import sys
@@ -31,6 +30,7 @@ import torch
 from ..config import RunConfig, load_config, save_config, to_dict
 from ..data import dataset_info
 from ..errors import ConfigError
+from ..fileio import atomic_write, file_sha256
 from ..model import MultimodalVAE
 from ..objectives import OBJECTIVES, get_objective
 from ..presets import PRESETS, build_run_config
@@ -146,14 +146,6 @@ def run_status(out: Path, config: RunConfig) -> str:
 # evaluation cache
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _json_roundtrip(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
@@ -179,9 +171,7 @@ def store_evaluation(out: Path, key: Mapping[str, Any], result: dict[str, Any]) 
             entries = [e for e in json.loads(path.read_text())["entries"] if e.get("key") != key]
         except (json.JSONDecodeError, KeyError, TypeError):
             entries = []
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"entries": [*entries, {"key": dict(key), "result": result}]}, indent=2) + "\n")
-    tmp.replace(path)
+    atomic_write(path, json.dumps({"entries": [*entries, {"key": dict(key), "result": result}]}, indent=2) + "\n")
 
 
 def default_evaluate(out: Path, config: EvalConfig) -> dict[str, Any]:

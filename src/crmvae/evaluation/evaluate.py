@@ -18,7 +18,6 @@ deterministic and the global RNG is untouched.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,7 +43,7 @@ from ..training import (
     resolve_device,
     resolve_precision,
 )
-from ..training.progress import progress_bar
+from ..training.progress import progress_bar, write_line
 from .attributes import (
     attribute_scorer,
     majority_baseline,
@@ -171,7 +170,7 @@ def _timed(seconds: dict[str, float], name: str, announce: bool) -> Iterator[Non
     yield
     seconds[name] = round(time.perf_counter() - start, 3)
     if announce:
-        print(f"evaluate: {name} done in {seconds[name]:.1f} s", file=sys.stderr, flush=True)
+        write_line(f"evaluate: {name} done in {seconds[name]:.1f} s")
 
 
 def _text_scorers(model: MultimodalVAE, test: MultimodalDataset) -> dict[str, Scorer]:

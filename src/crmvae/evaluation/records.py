@@ -25,6 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
+from ..fileio import atomic_write, make_dir
+
 RECORDS_DIR = "records"
 FORMAT = 1
 _RECORD_NAME = re.compile(r"epoch(\d+)\.json")
@@ -115,18 +118,13 @@ def make_record(
 
 
 def write_record(path: Path, record: Mapping[str, Any]) -> Path:
-    """Write ``record`` to ``path`` atomically (a temporary beside it, then a rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
-    tmp.replace(path)
-    return path
+    """Write ``record`` to ``path`` atomically."""
+    make_dir(path.parent)
+    return atomic_write(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
 
 
 def read_record(path: Path) -> dict[str, Any]:
     """The record in ``path``; :class:`ConfigError` naming the file when it is not one."""
-    from ..errors import ConfigError
-
     try:
         record = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

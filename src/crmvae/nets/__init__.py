@@ -12,30 +12,17 @@ from collections.abc import Callable
 from torch import nn
 
 from ..config import ModalityConfig
-from ..errors import ConfigError
+from ..registry import Registry
 
 NetworkFactory = Callable[[ModalityConfig, int], tuple[nn.Module, nn.Module]]
-NETWORKS: dict[str, NetworkFactory] = {}
-
-
-def register_network(name: str) -> Callable[[NetworkFactory], NetworkFactory]:
-    """Decorator adding an encoder/decoder factory to :data:`NETWORKS`."""
-
-    def decorate(factory: NetworkFactory) -> NetworkFactory:
-        NETWORKS[name] = factory
-        return factory
-
-    return decorate
+NETWORKS: Registry[NetworkFactory] = Registry("network")
+#: Decorator adding an encoder/decoder factory to :data:`NETWORKS` under a name.
+register_network = NETWORKS.register
 
 
 def build_networks(modality: ModalityConfig, latent_dim: int) -> tuple[nn.Module, nn.Module]:
     """The encoder and decoder named by ``modality.network``."""
-    if modality.network not in NETWORKS:
-        raise ConfigError(
-            f"modality {modality.name!r}: unknown network {modality.network!r}; "
-            f"available: {sorted(NETWORKS)}"
-        )
-    return NETWORKS[modality.network](modality, latent_dim)
+    return NETWORKS.lookup(modality.network, f"modality {modality.name!r}")(modality, latent_dim)
 
 
 from . import generic, images64, mnist_svhn_text, polymnist, sequence  # noqa: F401  (registration)

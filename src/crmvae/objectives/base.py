@@ -15,6 +15,7 @@ A modality missing from an example contributes no term and receives no gradient.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -24,6 +25,7 @@ from torch import Tensor
 
 from ..distributions import subset_poe
 from ..errors import ConfigError
+from ..registry import Registry
 
 Aggregation = Literal["poe", "mixture"]
 
@@ -104,8 +106,8 @@ class ObjectiveConfig:
 
     def validate(self, num_modalities: int) -> None:
         """Raise :class:`ConfigError` when the settings cannot apply to ``num_modalities``."""
-        if self.beta < 0:
-            raise ConfigError(f"beta must be >= 0, got {self.beta}")
+        if not 0 <= self.beta < math.inf:
+            raise ConfigError(f"beta must be a number >= 0, got {self.beta}")
 
 
 LossFn = Callable[[Any, ObjectiveContext], ObjectiveOutput]
@@ -121,27 +123,23 @@ class ObjectiveEntry:
     summary: str
 
 
-OBJECTIVES: dict[str, ObjectiveEntry] = {}
+OBJECTIVES: Registry[ObjectiveEntry] = Registry("model/objective")
 
 
 def register_objective(name: str, config_cls: type[ObjectiveConfig], summary: str) -> Callable[[LossFn], LossFn]:
     """Decorator adding a loss function to :data:`OBJECTIVES` under ``name``."""
 
     def decorate(fn: LossFn) -> LossFn:
-        if name in OBJECTIVES:
-            raise ValueError(f"objective {name!r} registered twice")
-        OBJECTIVES[name] = ObjectiveEntry(name, config_cls, fn, summary)
+        OBJECTIVES.add(name, ObjectiveEntry(name, config_cls, fn, summary))
         return fn
 
     return decorate
 
 
 def get_objective(name: str) -> ObjectiveEntry:
-    """The registered objective ``name`` (a :class:`ConfigError` lists the known ones)."""
+    """The registered objective ``name`` (case and ``-``/``_`` do not matter)."""
     key = name.lower().replace("-", "_")
-    if key not in OBJECTIVES:
-        raise ConfigError(f"unknown model/objective {name!r}; available: {sorted(OBJECTIVES)}")
-    return OBJECTIVES[key]
+    return OBJECTIVES[key] if key in OBJECTIVES else OBJECTIVES.lookup(name)
 
 
 def build_objective_config(name: str, params: dict[str, Any], num_modalities: int) -> ObjectiveConfig:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from ..fileio import append_text, atomic_write
 from ..objectives import ObjectiveOutput
 
 #: Name of the total loss in a stacked value vector (entry 0).
@@ -78,13 +78,10 @@ class MetricsLog:
                 continue
             if record.get("global_step", 0) <= global_step:
                 kept.append(line + "\n")
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(kept))
-        os.replace(tmp, self.path)
+        atomic_write(self.path, "".join(kept))
 
     def write(self, record: dict[str, Any]) -> None:
-        with self.path.open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        append_text(self.path, json.dumps(record) + "\n")
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

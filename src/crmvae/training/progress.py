@@ -1,9 +1,15 @@
-"""Training progress on stderr: a tqdm bar per epoch (a widget in Jupyter, through ``tqdm.auto``),
-or plain lines when neither a terminal nor a notebook shows it."""
+"""Progress and messages on stderr, the package's one way to report.
+
+Progress is a tqdm bar on a terminal (a widget in Jupyter, through ``tqdm.auto``), else plain
+lines (:func:`write_line`). Messages (notices, warnings) go through :mod:`logging` under the
+``crmvae`` logger; :func:`show_messages` prints them as ``crmvae: warning: ...`` lines through the
+same writer, so they never break a bar.
+"""
 
 from __future__ import annotations
 
 import datetime
+import logging
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sized
@@ -81,7 +87,7 @@ class ProgressLines:
             eta = format_duration((self.total - self.n) / rate) if rate > 0 else "?"
             done = f"{self.n}/{self.total} ({100 * self.n / self.total:.0f}%) {rate:.1f} it/s ETA {eta}"
         extra = " | " + " ".join(f"{k} {v}" for k, v in self.postfix.items()) if self.postfix else ""
-        print(f"{self.desc}: {done}{extra}", file=sys.stderr, flush=True)
+        write_line(f"{self.desc}: {done}{extra}")
         self._last, self._unwritten = now, False
 
 
@@ -95,6 +101,30 @@ def _in_jupyter() -> bool:
     ipython = sys.modules.get("IPython")  # a kernel has imported it; never import it here
     shell = ipython.get_ipython() if ipython is not None else None
     return shell is not None and "IPKernelApp" in shell.config
+
+
+def write_line(line: str, stream: TextIO | None = None) -> None:
+    """Write one line on ``stream`` (default ``sys.stderr``), above any progress bar there."""
+    stream = stream or sys.stderr
+    tqdm.write(line, file=stream)
+    stream.flush()
+
+
+class _LineHandler(logging.Handler):
+    """Log records as ``crmvae: <level>: <message>`` lines through :func:`write_line`."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            write_line(f"crmvae: {record.levelname.lower()}: {record.getMessage()}")
+        except Exception:  # noqa: BLE001  (logging's contract: a failing handler reports, never raises)
+            self.handleError(record)
+
+
+def show_messages(level: int = logging.WARNING) -> None:
+    """Print the ``crmvae`` logger's messages of ``level`` and above on stderr (once per process)."""
+    logger = logging.getLogger("crmvae")
+    if not any(isinstance(h, _LineHandler) for h in logger.handlers):
+        logger.addHandler(_LineHandler(level))
 
 
 def _length(iterable: Iterable[object] | None) -> int | None:
@@ -175,7 +205,4 @@ class Progress:
             self._bar = None
 
     def write(self, line: str) -> None:
-        if self._bar is not None:
-            self._bar.write(line, file=self.stream)
-        else:
-            print(line, file=self.stream, flush=True)
+        write_line(line, self.stream)

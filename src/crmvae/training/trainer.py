@@ -18,6 +18,7 @@ run directory, and a non-finite loss on any rank stops all of them.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 import time
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..checkpoint import read_checkpoint, save_model
+from ..checkpoint import load_weights, read_checkpoint, save_model
 from ..config import (
     ModelConfig,
     RunConfig,
@@ -40,6 +41,7 @@ from ..config import (
 )
 from ..data import Batch, MultimodalDataset, dataset_info, load_dataset
 from ..errors import CheckpointError, ConfigError, NonFiniteLossError
+from ..fileio import atomic_write, make_dir, remove_stale_temporaries
 from ..model import MultimodalVAE
 from ..objectives import ObjectiveOutput
 from ..seeding import private_rng
@@ -61,6 +63,8 @@ MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 GRIDS_DIR = "grids"
+
+log = logging.getLogger(__name__)
 
 #: Settings that may differ between a run and its resumption.
 RESUMABLE_KEYS = frozenset({"train.epochs", "train.max_steps", "train.progress", "train.channels_last"})
@@ -200,8 +204,9 @@ def train(config: RunConfig, out_dir: str | Path, resume: bool = False) -> Train
     ``train`` and the run is data-parallel; every rank returns rank 0's :class:`TrainResult`.
     """
     out = Path(out_dir)
+    config = from_dict(RunConfig, to_dict(config), where="run config")  # values assigned after it was built
     ctx = detect_context()
-    _check_train_config(config.train, ctx.world_size)
+    _check_batch_size(config.train, ctx.world_size)
     device = resolve_device(config.train.device)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
@@ -223,7 +228,6 @@ def train(config: RunConfig, out_dir: str | Path, resume: bool = False) -> Train
         for dataset in (train_set, test_set):
             check_dataset(config.model, dataset)
         if ctx.is_main:
-            out.mkdir(parents=True, exist_ok=True)
             save_config(config, out / CONFIG_FILE)
             (out / SUMMARY_FILE).unlink(missing_ok=True)  # a resumed run is unfinished until it ends again
         model = model.to(device, memory_format=memory_format(config.train))
@@ -261,6 +265,11 @@ class _Run:
             self._restore(checkpoint)
         self.net = wrap(model, ctx, device)
         self.steps_per_epoch = train_set.num_batches(tc.batch_size)
+        if self.state.step_in_epoch > self.steps_per_epoch:
+            raise CheckpointError(
+                f"{out / CHECKPOINT_FILE}: step {self.state.step_in_epoch} of an epoch of {self.steps_per_epoch} steps; "
+                f"the file is damaged"
+            )
         self.planned_steps = tc.epochs * self.steps_per_epoch
         self.total_steps = self.planned_steps if tc.max_steps is None else min(tc.max_steps, self.planned_steps)
         self.progress = Progress(
@@ -273,8 +282,9 @@ class _Run:
         self.log_examples = self.state.examples_seen
 
     def _restore(self, checkpoint: dict[str, Any]) -> None:
-        self.model.load_state_dict(checkpoint["model"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        path = self.out / CHECKPOINT_FILE
+        load_weights(self.model, checkpoint["model"], path)
+        _load_optimizer(self.optimizer, checkpoint["optimizer"], path)
         self.state = _State(**{f.name: checkpoint[f.name] for f in fields(_State)})
         self.names = list(checkpoint["term_names"])
         self.sums = TermSums.from_state(checkpoint["epoch_sums"], self.device)
@@ -297,9 +307,10 @@ class _Run:
         if len(states) == ctx.world_size:
             return states[ctx.rank]
         if ctx.is_main:
-            print(f"resuming with {ctx.world_size} process(es), the checkpoint was written by {len(states)}: "
-                  f"the noise streams of ranks > 0 are reseeded, so the run will not be bit-identical to an "
-                  f"uninterrupted one", file=sys.stderr, flush=True)
+            log.warning(
+                "resuming with %d process(es), the checkpoint was written by %d: the noise streams of ranks > 0 "
+                "are reseeded, so the run will not be bit-identical to an uninterrupted one", ctx.world_size, len(states),
+            )
         return states[0] if ctx.is_main else None
 
     def elapsed(self) -> float:
@@ -362,7 +373,8 @@ class _Run:
         raise NonFiniteLossError(
             f"non-finite loss in epoch {s.epoch + 1}, step {s.step_in_epoch + 1} (global step {s.global_step + 1}): "
             f"{', '.join(terms)} became NaN/inf. The state before this step (no update applied) is saved in "
-            f"{path}; try a lower train.lr (now {self.config.train.lr}) or train.precision=fp32."
+            f"{path}; try a lower train.lr (now {self.config.train.lr}) or train.precision=fp32, or look for "
+            f"extreme values in the data."
         )
 
     def _log_step(self) -> None:
@@ -457,7 +469,7 @@ class _Run:
             "examples_per_s": s.examples_seen / max(elapsed, 1e-9),
             "files": {k: str(v) for k, v in paths.items()} | {"grids": [str(p) for p in grids]},
         }
-        (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+        atomic_write(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
         return TrainResult(
             out, self.config, s.epoch, s.global_step, last, paths["config"], paths["metrics"],
             paths["checkpoint"], paths["model"], paths["summary"], grids,
@@ -468,19 +480,8 @@ class _Run:
 # checks and small helpers
 
 
-def _check_train_config(tc: TrainConfig, world_size: int = 1) -> None:
-    minimum = {
-        "epochs": 0, "batch_size": 1, "seed": 0, "log_every": 1, "checkpoint_every": 1, "grid_examples": 0,
-    }
-    for key, low in minimum.items():
-        if getattr(tc, key) < low:
-            raise ConfigError(f"train.{key} must be >= {low}, got {getattr(tc, key)}")
-    for key in ("threads", "max_steps"):
-        value = getattr(tc, key)
-        if value is not None and value < 1:
-            raise ConfigError(f"train.{key} must be >= 1 or null, got {value}")
-    if not tc.lr > 0:
-        raise ConfigError(f"train.lr must be > 0, got {tc.lr}")
+def _check_batch_size(tc: TrainConfig, world_size: int) -> None:
+    """The global batch splits evenly over the processes (other values are checked by :class:`TrainConfig`)."""
     if tc.batch_size % world_size:
         raise ConfigError(
             f"train.batch_size={tc.batch_size} is the global batch and must be a multiple of the number of "
@@ -490,9 +491,12 @@ def _check_train_config(tc: TrainConfig, world_size: int = 1) -> None:
 
 
 def _open_run_dir(out: Path, resume: bool) -> dict[str, Any] | None:
-    """The checkpoint to resume from, or ``None`` for a new run; refuses to overwrite a run."""
+    """The checkpoint to resume from, or ``None`` for a new run, whose folder is created at once (an
+    unwritable place fails before the data is built); refuses to overwrite a run. Temporaries of
+    writes cut short by a kill are removed first."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output directory {out} is a file")
+    remove_stale_temporaries(out)
     checkpoint = out / CHECKPOINT_FILE
     contents = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
     if resume:
@@ -512,7 +516,24 @@ def _open_run_dir(out: Path, resume: bool) -> dict[str, Any] | None:
         )
     if contents:
         raise ConfigError(f"output directory {out} is not empty ({', '.join(contents[:5])}); choose another one")
+    make_dir(out)
     return None
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, state: dict[str, Any], path: Path) -> None:
+    """Load a checkpoint's optimizer state, checked to hold one state of each parameter's shape."""
+    try:
+        optimizer.load_state_dict(state)
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: the optimizer state does not fit the model ({exc}); the file is damaged") from None
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for name, value in optimizer.state[param].items():
+                if isinstance(value, Tensor) and value.ndim and value.shape != param.shape:
+                    raise CheckpointError(
+                        f"{path}: the optimizer state {name!r} is {list(value.shape)} for a parameter of "
+                        f"shape {list(param.shape)}; the file is damaged"
+                    )
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
