@@ -53,7 +53,7 @@ def run(model: str, by_size: list[float], fid: float = 50.0, gap: float = 0.1, j
         "cross_coherence": {"by_size": {str(k + 1): v for k, v in enumerate(by_size)},
                             "table": {"svhn": {"mnist": by_size[0]}, "mnist": {"svhn": by_size[0], "text": by_size[0]}}},
         "fid": {"by_size": {"m0": {"1": fid, "2": fid + 2.0}}},
-        "cosine_similarity_gap": gap, "joint_coherence": joint}}
+        "cosine_similarity_gap": {"mean": gap, "stderr": 0.01, "examples": 100}, "joint_coherence": joint}}
 
 
 def test_scores_of_one_run() -> None:

@@ -22,6 +22,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from ..fileio import atomic_write
 from .claims import ALPHA, CLAIMS, check_claims
 from .compare import mean_std
 
@@ -161,10 +162,11 @@ def build_tables(comparison: Mapping[str, Any]) -> list[Table]:
                            "states correctly (read back by the dataset's caption parser, no classifier)."),
         score_table(agg, models, "Joint coherence and latent similarity",
                     [("joint coherence", "joint_coherence"), ("cosine similarity", "cosine_similarity"),
-                     ("cosine, different examples", "cosine_similarity_mismatched")],
+                     ("cosine, different examples", "cosine_similarity_mismatched"),
+                     ("cosine gap", "cosine_similarity_gap.mean")],
                     note="Joint coherence: z ~ p(z), all modalities decoded, fraction on which every classifier agrees. "
                          "Cosine similarity of the unimodal posterior means of one example, and of different "
-                         "examples (its chance level)."),
+                         "examples (its chance level); the gap is the paired difference of the two."),
         subset_table(agg, models[0]),
         score_table(agg, models, f"FID, {' / '.join(map(str, counts))} samples per set (lower is better)", fid_scores,
                     digits=1, best="lower",
@@ -255,7 +257,7 @@ def curve_scores(curves: Mapping[str, Mapping[int, Aggregate]]) -> list[tuple[st
         if sizes[-1] != sizes[0]:
             panels.append((f"cross-coherence, k={sizes[-1]}", f"cross_coherence.by_size.{sizes[-1]}"))
     panels += [(title, key) for title, key in (("joint coherence", "joint_coherence"),
-                                               ("latent cosine-similarity gap", "cosine_similarity_gap")) if key in keys]
+                                               ("latent cosine-similarity gap", "cosine_similarity_gap.mean")) if key in keys]
     return panels
 
 
@@ -438,13 +440,6 @@ def render_html(report: Report, out_dir: Path) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _write_text(path: Path, text: str) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return path
-
-
 def write_report(comparison: Mapping[str, Any], out_dir: str | Path | None = None, grids: bool = True) -> dict[str, Any]:
     """Write ``results.json``, ``report.md``, ``report.html``, ``plots/*.png`` and (``grids``)
     ``grids/<model>/*.png`` into ``out_dir`` (default: the study's ``out_dir``); their paths."""
@@ -461,8 +456,8 @@ def write_report(comparison: Mapping[str, Any], out_dir: str | Path | None = Non
         records=record_rows(comparison),
     )
     paths = {
-        "results": _write_text(out / RESULTS_FILE, json.dumps(comparison, indent=2, sort_keys=True) + "\n"),
-        "markdown": _write_text(out / MARKDOWN_FILE, render_markdown(report, out)),
-        "html": _write_text(out / HTML_FILE, render_html(report, out)),
+        "results": atomic_write(out / RESULTS_FILE, json.dumps(comparison, indent=2, sort_keys=True) + "\n"),
+        "markdown": atomic_write(out / MARKDOWN_FILE, render_markdown(report, out)),
+        "html": atomic_write(out / HTML_FILE, render_html(report, out)),
     }
     return {**paths, "plots": report.plots, "grids": report.grids}
