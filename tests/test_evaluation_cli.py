@@ -107,3 +107,17 @@ def test_cli_evaluate_fid_with_the_real_inception(run_dir: Path, tmp_path: Path)
     fid = json.loads(out.read_text())["fid"]
     assert fid["samples"] == 16 and set(fid["by_size"]["m0"]) == {"1", "2", "3", "4"}
     assert fid["unconditional"]["m0"] > 0
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ({"n_test": 0}, r"eval\.n_test must be >= 1 or null, got 0"),
+    ({"fid_samples": 1}, r"eval\.fid_samples must be >= 2, got 1"),
+    ({"batch_size": 0}, r"eval\.batch_size must be >= 1, got 0"),
+    ({"likelihood_samples": 0}, r"eval\.likelihood_samples must be >= 1, got 0"),
+])
+def test_evaluation_settings_are_checked_when_built(setting: dict[str, int], message: str) -> None:
+    from crmvae.errors import ConfigError
+    from crmvae.evaluation.evaluate import EvalConfig
+
+    with pytest.raises(ConfigError, match=message):
+        EvalConfig(**setting)  # type: ignore[arg-type]

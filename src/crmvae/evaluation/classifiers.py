@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import DataConfig
+from ..config import DataConfig, check_minimums
 from ..data import MultimodalDataset, load_dataset
 from ..data.base import ModalitySpec, to_model_input
 from ..errors import ConfigError, DataError
@@ -228,6 +228,11 @@ class ClassifierConfig:
     lr: float = 3e-3
     seed: int = 0
     train_size: int | None = None
+
+    def __post_init__(self) -> None:
+        check_minimums("eval.classifier.", self, {"epochs": 1, "batch_size": 1, "train_size": 1})
+        if not self.lr > 0:
+            raise ConfigError(f"eval.classifier.lr must be > 0, got {self.lr}")
 
     def for_dataset(self, dataset: str) -> ClassifierConfig:
         """This configuration with ``epochs`` resolved for ``dataset``."""

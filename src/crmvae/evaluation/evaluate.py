@@ -28,7 +28,7 @@ from typing import Any, Literal
 import torch
 
 from ..checkpoint import load_model, read_checkpoint
-from ..config import DataConfig, RunConfig, from_dict, load_config
+from ..config import DataConfig, RunConfig, check_minimums, from_dict, load_config
 from ..data import MultimodalDataset, load_dataset
 from ..data import text as text_data
 from ..errors import ConfigError, DataError
@@ -122,6 +122,13 @@ class EvalConfig:
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        check_minimums("eval.", self, {
+            "batch_size": 1, "fid_batch_size": 1, "likelihood_samples": 1, "likelihood_batch_size": 1,
+            "fid_samples": 2, "probe_train_size": 2, "threads": 1, "n_test": 1, "likelihood_n_test": 1,
+        })
+        self.classifier.__post_init__()
+
 
 def resolve_metrics(config: EvalConfig, labelled: bool, attribute_texts: bool = False) -> list[str]:
     """The metrics to run: ``config.metrics`` checked, or the defaults for (un)labelled data (and
@@ -141,26 +148,6 @@ def resolve_metrics(config: EvalConfig, labelled: bool, attribute_texts: bool = 
             log.warning("%s: skipping %s", reason, skipped)
             metrics = [m for m in metrics if m not in skipped]
     return metrics
-
-
-def _check_config(config: EvalConfig) -> None:
-    for name in ("batch_size", "fid_batch_size", "likelihood_samples", "likelihood_batch_size"):
-        if getattr(config, name) < 1:
-            raise ConfigError(f"eval.{name} must be >= 1, got {getattr(config, name)}")
-    for name in ("fid_samples", "probe_train_size"):
-        if getattr(config, name) < 2:
-            raise ConfigError(f"eval.{name} must be >= 2, got {getattr(config, name)}")
-    if config.threads is not None and config.threads < 1:
-        raise ConfigError(f"eval.threads must be >= 1 or null, got {config.threads}")
-    for name in ("n_test", "likelihood_n_test"):
-        if getattr(config, name) is not None and getattr(config, name) < 1:
-            raise ConfigError(f"eval.{name} must be >= 1 or null (all), got {getattr(config, name)}")
-    classifier = config.classifier
-    for name in ("epochs", "train_size"):
-        if getattr(classifier, name) is not None and getattr(classifier, name) < 1:
-            raise ConfigError(f"eval.classifier.{name} must be >= 1 or null (the default), got {getattr(classifier, name)}")
-    if classifier.batch_size < 1 or not classifier.lr > 0:
-        raise ConfigError(f"eval.classifier needs batch_size >= 1 and lr > 0, got {classifier.batch_size} and {classifier.lr}")
 
 
 @contextmanager
@@ -189,7 +176,7 @@ def evaluate_model(model: MultimodalVAE, data_cfg: DataConfig, config: EvalConfi
     """Run the metrics of ``config`` on ``model`` with the test split of ``data_cfg``'s dataset
     (``data_cfg.train_size``/``test_size`` are ignored: ``config.n_test`` chooses the examples)."""
     config = config or EvalConfig()
-    _check_config(config)
+    config.__post_init__()  # fields may have been set after the configuration was built
     threads = torch.get_num_threads()
     if config.threads is not None:
         torch.set_num_threads(config.threads)
