@@ -45,7 +45,7 @@ def test_the_posterior_on_cuda_is_the_posterior_on_the_cpu(data_dir: Path) -> No
     assert torch.allclose(gpu.cpu(), cpu, rtol=1e-2, atol=1e-3)  # TF32 convolutions on the GPU
 
 
-def test_frozen_feature_network_on_cuda_matches_the_cpu() -> None:
+def test_feature_network_on_cuda_matches_the_cpu() -> None:
     torch.manual_seed(0)
     net = torch.jit.script(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
                                          nn.Flatten()).eval())

@@ -79,12 +79,7 @@ def inception_inputs(images: Tensor) -> Tensor:
 @dataclass
 class FeatureExtractor:
     """Batched feature extraction: ``preprocess`` then ``net``, optionally under bf16 autocast
-    and in channels-last memory format; features are returned as float64 numpy ``[N, F]``.
-
-    ``frozen`` freezes a TorchScript ``net`` on its device (``torch.jit.freeze``: weights become
-    constants and each batch norm is folded into the convolution before it), the same function
-    up to float round-off (features within 1e-6 relative in fp32) and faster per image.
-    """
+    and in channels-last memory format; features are returned as float64 numpy ``[N, F]``."""
 
     net: nn.Module
     preprocess: Callable[[Tensor], Tensor] = inception_inputs
@@ -93,14 +88,11 @@ class FeatureExtractor:
     precision: Precision = "bf16"
     channels_last: bool = True
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    frozen: bool = True
 
     def __post_init__(self) -> None:
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.net = self.net.to(self.device).eval()
-        if self.frozen and isinstance(self.net, torch.jit.ScriptModule):
-            self.net = torch.jit.freeze(self.net)
 
     @torch.no_grad()
     def __call__(self, images: Tensor) -> np.ndarray:
@@ -116,8 +108,7 @@ class FeatureExtractor:
     @property
     def identity(self) -> str:
         """Names the feature pipeline and its numerics, for cache keys."""
-        return (f"{self.name}/{self.precision}{'/channels_last' if self.channels_last else ''}"
-                f"{'/frozen' if self.frozen and isinstance(self.net, torch.jit.ScriptModule) else ''}")
+        return f"{self.name}/{self.precision}{'/channels_last' if self.channels_last else ''}"
 
 
 # --------------------------------------------------------------------------------------------
