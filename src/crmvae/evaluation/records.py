@@ -81,15 +81,22 @@ def differing_keys(
     )
 
 
+#: CPU flags that change the speed and the float rounding of the kernels a run uses.
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile")
+
+
 def cpu_model() -> str:
-    """The CPU's model name from ``/proc/cpuinfo`` (``platform.processor()`` elsewhere)."""
+    """The CPU from ``/proc/cpuinfo``: model name, family and model numbers, and which of
+    :data:`CPU_FLAGS` it has (``platform.processor()`` elsewhere)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        fields = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()
+                      if ":" in line)
     except OSError:
-        pass
-    return platform.processor() or "unknown"
+        return platform.processor() or "unknown"
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    return (f"{fields.get('model name', 'unknown')} (family {fields.get('cpu family', '?')} model "
+            f"{fields.get('model', '?')}; {' '.join(f for f in CPU_FLAGS if f in flags) or 'no AVX2'})")
 
 
 def make_record(
