@@ -1,5 +1,5 @@
-"""Data read on access: a user's own Dataset, trained through a DataLoader to the same weights as
-the in-memory path; the item protocol's checks."""
+"""Data read on access: a user's own Dataset and lazy image folders, trained through a DataLoader
+to the same weights as the in-memory path; the item protocol's checks."""
 
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ import torch
 import yaml
 from PIL import Image
 
+import crmvae.data.user
 from crmvae import DataError, build_run_config, load_model
+from crmvae.cli import main
 from crmvae.config import DataConfig, RunConfig
-from crmvae.data import ModalitySpec, MultimodalDataset, StreamedDataset, load_dataset
+from crmvae.data import ModalitySpec, MultimodalDataset, StreamedDataset, load_dataset, load_source
 from crmvae.data.streamed import check_item
 from crmvae.errors import ConfigError
 from crmvae.training import train
@@ -176,3 +178,74 @@ def test_token_ids_are_checked_against_the_vocabulary() -> None:
     specs = {"cap": ModalitySpec("cap", "tokens", (3,), vocab_size=5)}
     with pytest.raises(DataError, match=r"item 7, modality 'cap': token ids span \[0, 5\], expected \[0, 5\)"):
         check_item("mine", specs, 7, {"cap": torch.tensor([0, 5, 1]), "mask": torch.tensor([True])})
+
+
+# --------------------------------------------------------------------------------------------
+# lazy image folders
+
+
+@pytest.fixture
+def opens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the images opened through the user format's reader."""
+    opened: list[str] = []
+    original = crmvae.data.user.Image.open
+
+    def counting(path: Any, *args: Any, **kwargs: Any) -> Any:
+        opened.append(Path(path).name)
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(crmvae.data.user.Image, "open", counting)
+    return opened
+
+
+def test_a_lazy_folder_reads_images_on_access_only(root: Path, opens: list[str]) -> None:
+    cfg = DataConfig("user", root=str(root), params={"lazy": True})
+    lazy = load_source(cfg, "train")
+    assert isinstance(lazy, StreamedDataset) and opens == []
+    eager = load_dataset(cfg, "train")  # evaluation's view: every image read at load
+    assert isinstance(eager, MultimodalDataset) and len(opens) == int(eager.mask[:, 0].sum())
+    opens.clear()
+    index = torch.tensor([5, 0, 9])
+    a, b = eager.batch(index), lazy.batch(index)
+    assert sorted(opens) == sorted(f"{i}.png" for i in index.tolist() if eager.mask[i, 0])  # absent entries are not read
+    assert torch.equal(a.mask, b.mask) and all(torch.equal(a.data[m], b.data[m]) for m in a.data)
+    for a, b in zip(eager.batches(7), lazy.batches(7), strict=True):
+        assert torch.equal(a.mask, b.mask) and all(torch.equal(a.data[m], b.data[m]) for m in a.data)
+
+
+def test_a_lazy_folder_split_by_seed_and_cut_keeps_the_same_examples(tmp_path: Path) -> None:
+    (tmp_path / "modalities.yaml").write_text(yaml.safe_dump({"modalities": SPECS}))
+    write_folder(tmp_path)
+    cfg = DataConfig("user", root=str(tmp_path), train_size=10, params={"lazy": True})
+    lazy, eager = load_source(cfg, "train"), load_dataset(cfg, "train")
+    assert len(lazy) == len(eager) == 10
+    a, b = eager.batch(torch.arange(10)), lazy.batch(torch.arange(10))
+    assert torch.equal(a.mask, b.mask) and all(torch.equal(a.data[m], b.data[m]) for m in a.data)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_damaged_image_fails_when_read_naming_the_file(tmp_path: Path, workers: int) -> None:
+    present = write_splits(tmp_path)
+    bad = int(np.flatnonzero(present[:, 0])[-1])
+    path = tmp_path / "train" / "photo" / f"{bad}.png"
+    path.write_bytes(path.read_bytes()[:30])
+    cfg = DataConfig("user", root=str(tmp_path), params={"lazy": True})
+    lazy = replace(load_source(cfg, "train"), num_workers=workers)  # loads: nothing is read yet
+    with pytest.raises(DataError) as caught:
+        list(lazy.batches(8))
+    assert str(caught.value).startswith(f"{path} (modality 'photo'): unreadable or truncated image")
+    assert "\n" not in str(caught.value)
+
+
+def test_lazy_must_be_a_boolean(root: Path) -> None:
+    with pytest.raises(ConfigError, match="data.params.lazy='yes'; expected true or false"):
+        load_source(DataConfig("user", root=str(root), params={"lazy": "yes"}), "train")
+
+
+def test_cli_trains_a_lazy_folder_to_the_in_memory_weights(root: Path, in_memory: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["train", "--data", str(root), "--model", "crmvae", "--preset", "cpu-short", "--out", str(out), "--epochs", "2"]
+    sets = ["model.latent_dim=8", "train.batch_size=8", "train.checkpoint_every=1000", "train.grid_examples=2",
+            "train.progress=false", "train.threads=1", "data.params.lazy=true", "data.num_workers=2"]
+    assert main(args + [x for s in sets for x in ("--set", s)]) == 0
+    assert_same_weights(in_memory, out)
