@@ -4,14 +4,18 @@ to the same weights as the in-memory path; the item protocol's checks."""
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 import yaml
 from PIL import Image
 
@@ -249,3 +253,28 @@ def test_cli_trains_a_lazy_folder_to_the_in_memory_weights(root: Path, in_memory
             "train.progress=false", "train.threads=1", "data.params.lazy=true", "data.num_workers=2"]
     assert main(args + [x for s in sets for x in ("--set", s)]) == 0
     assert_same_weights(in_memory, out)
+
+
+# --------------------------------------------------------------------------------------------
+# two gloo processes
+
+
+def _ddp_worker(rank: int, port: int, memory: RunConfig, lazy: RunConfig, outs: tuple[Path, Path]) -> None:
+    """One rank: the folder trained in memory, then lazily read, each in the same process group."""
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+                            timeout=timedelta(seconds=60))
+    try:
+        for cfg, out in zip((memory, lazy), outs):
+            assert train(cfg, out).global_step == 6
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_read_a_lazy_folder_as_the_in_memory_path(root: Path, tmp_path: Path) -> None:
+    """Every rank reads the whole global batch and takes its share, as the in-memory path does."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    outs = (tmp_path / "memory", tmp_path / "lazy")
+    mp.spawn(_ddp_worker, args=(port, config(root), config(root, "data.params.lazy=true"), outs), nprocs=2)
+    assert_same_weights(*outs)
