@@ -68,7 +68,8 @@ def log_weight_sums(log_px: Tensor, log_prior: Tensor, log_q: Tensor, subset: Te
 
     Args:
         log_px: ``log p(x_j | z_k)`` ``[M, K, B]`` of every modality j.
-        log_prior, log_q: ``log p(z_k)`` and ``log q(z_k | X_S)`` ``[K, B]``.
+        log_prior: ``log p(z_k)`` ``[K, B]``.
+        log_q: ``log q(z_k | X_S)`` ``[K, B]``.
         subset: 0/1 ``[M]``, the modalities of S.
     Returns:
         ``log sum_k w_k`` ``[B]`` and ``log sum_k w_k p(x_m | z_k)`` ``[M, B]`` for every m.
