@@ -287,7 +287,7 @@ def test_read_only_location_is_one_line(run: Path, tmp_path: Path, capsys: Capsy
 @pytest.mark.parametrize("command", ["train", "generate", "evaluate"])
 def test_output_under_proc_is_one_line(run: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch, command: str) -> None:
     """Training fails before it loads data, evaluating before it evaluates."""
-    for module, name in ((trainer, "load_dataset"), (evaluation, "evaluate_checkpoint")):
+    for module, name in ((trainer, "load_source"), (evaluation, "evaluate_checkpoint")):
         monkeypatch.setattr(module, name, lambda *args: pytest.fail("the work started"))
     out = "/proc/crmvae-test/out"
     args = {

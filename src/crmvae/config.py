@@ -99,6 +99,8 @@ class DataConfig:
     ``root`` points to real files in an official release layout; when it is ``None`` the embedded
     default is generated offline into ``data_dir`` (default ``$CRMVAE_DATA_DIR`` or
     ``~/.cache/crmvae``). ``train_size``/``test_size`` take the first N examples (None: all).
+    ``num_workers`` and ``pin_memory`` (None: on a GPU) set the ``DataLoader`` of data read on
+    access (a lazy folder, a ``StreamedDataset`` given to ``train``); data in memory ignores them.
     """
 
     dataset: str = "polymnist"
@@ -108,9 +110,11 @@ class DataConfig:
     train_size: int | None = None
     test_size: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    num_workers: int = 0
+    pin_memory: bool | None = None
 
     def __post_init__(self) -> None:
-        check_minimums("data.", self, {"seed": 0, "train_size": 1, "test_size": 1})
+        check_minimums("data.", self, {"seed": 0, "train_size": 1, "test_size": 1, "num_workers": 0})
 
 
 @dataclass

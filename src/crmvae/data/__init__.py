@@ -3,36 +3,42 @@
 A provider is any object with a ``name``, a one-line ``summary``, the allowed
 ``DataConfig.params`` keys with their defaults (``params``), ``load(cfg, split)`` returning the
 full split as a :class:`MultimodalDataset`, and ``info(cfg)`` describing it without building
-anything. To add a dataset, write its module and register one provider below.
+anything. A provider whose ``params`` hold ``lazy`` also has ``stream(cfg, split)``, returning a
+:class:`StreamedDataset` that reads examples on access (:func:`load_source`, for training). To add
+a dataset, write its module and register one provider below.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from ..config import DataConfig
 from ..errors import ConfigError
 from ..registry import Registry
-from .base import Batch, ModalitySpec, MultimodalDataset
+from .base import Batch, BatchSource, ModalitySpec, MultimodalDataset
 from .celeba import CelebA
 from .cub import CUB
 from .mnist_svhn_text import MNISTSVHNText
 from .polymnist import PolyMNIST
 from .scenes import Scenes
 from .sources import SPLITS
+from .streamed import StreamedDataset
 from .user import UserData
 
 __all__ = [
     "DATASETS",
     "Batch",
+    "BatchSource",
     "DatasetProvider",
     "ModalitySpec",
     "MultimodalDataset",
+    "StreamedDataset",
     "available_datasets",
     "dataset_info",
     "get_dataset",
     "load_dataset",
+    "load_source",
     "register_dataset",
 ]
 
@@ -53,6 +59,8 @@ class DatasetProvider(Protocol):
 
     def info(self, cfg: DataConfig) -> dict[str, Any]: ...
 
+
+D = TypeVar("D", MultimodalDataset, StreamedDataset)
 
 DATASETS: Registry[DatasetProvider] = Registry("dataset")
 
@@ -84,6 +92,11 @@ def _resolve(cfg: DataConfig) -> tuple[DatasetProvider, DataConfig]:
     return provider, replace(cfg, params={**provider.params, **cfg.params})
 
 
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r}; expected one of {list(SPLITS)}")
+
+
 def _requested_size(cfg: DataConfig, split: str) -> int | None:
     return cfg.train_size if split == "train" else cfg.test_size
 
@@ -91,18 +104,31 @@ def _requested_size(cfg: DataConfig, split: str) -> int | None:
 def load_dataset(cfg: DataConfig, split: str) -> MultimodalDataset:
     """The ``split`` (``"train"`` or ``"test"``) of ``cfg.dataset``, cut to the first
     ``cfg.train_size``/``cfg.test_size`` examples when those are set."""
-    if split not in SPLITS:
-        raise ConfigError(f"unknown split {split!r}; expected one of {list(SPLITS)}")
+    _check_split(split)
+    provider, resolved = _resolve(cfg)
+    return _cut(provider.load(resolved, split), cfg, split)
+
+
+def load_source(cfg: DataConfig, split: str) -> BatchSource:
+    """What training reads: :func:`load_dataset`'s data in memory, or with ``data.params.lazy``
+    a :class:`StreamedDataset` reading examples on access (cut like :func:`load_dataset`)."""
+    _check_split(split)
+    provider, resolved = _resolve(cfg)
+    if not resolved.params.get("lazy"):
+        return load_dataset(cfg, split)
+    return _cut(provider.stream(resolved, split), cfg, split)  # type: ignore[attr-defined]
+
+
+def _cut(dataset: D, cfg: DataConfig, split: str) -> D:
+    """The first ``cfg.train_size``/``cfg.test_size`` examples of ``dataset`` when those are set."""
     size = _requested_size(cfg, split)
-    provider, cfg = _resolve(cfg)
-    dataset = provider.load(cfg, split)
     if size is None:
         return dataset
     if size > len(dataset):
         raise ConfigError(
             f"data.{split}_size={size}, but {dataset.name} has only {len(dataset)} examples"
         )
-    return dataset.subset(slice(0, size))
+    return dataset.subset(slice(0, size))  # type: ignore[return-value]
 
 
 def dataset_info(cfg: DataConfig) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
 from torch import Tensor
@@ -100,7 +100,7 @@ class MultimodalDataset:
         if any(c != n for c in counts.values()):
             raise DataError(f"{name}: modalities have different example counts {counts}")
         for spec in specs:
-            _check_stored(name, spec, tensors[spec.name])
+            check_stored(name, spec, tensors[spec.name])
         if labels is not None and (labels.ndim != 1 or labels.shape[0] != n):
             raise DataError(f"{name}: labels have shape {tuple(labels.shape)}, expected ({n},)")
         if mask is None:
@@ -166,15 +166,50 @@ class MultimodalDataset:
         start: int = 0,
     ) -> Iterator[Batch]:
         """Iterate over batches; ``start`` skips the first ``start`` batches (for resuming)."""
-        n = len(self)
-        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-        stop = n - n % batch_size if drop_last else n
-        for i in range(start * batch_size, stop, batch_size):
-            yield self.batch(order[i : i + batch_size])
+        for index in batch_indices(len(self), batch_size, shuffle, generator, drop_last, start):
+            yield self.batch(index)
 
     def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
-        n = len(self)
-        return n // batch_size if drop_last else -(-n // batch_size)
+        return count_batches(len(self), batch_size, drop_last)
+
+
+class BatchSource(Protocol):
+    """What training and :func:`~crmvae.training.evaluate` read: a :class:`MultimodalDataset`
+    (tensors in memory) or a :class:`~crmvae.data.streamed.StreamedDataset` (items read on access)."""
+
+    name: str
+    specs: dict[str, ModalitySpec]
+    modality_names: list[str]
+    text_decoders: dict[str, Callable[[Tensor], list[str]]]
+
+    def __len__(self) -> int: ...
+
+    def batch(self, index: Tensor) -> Batch: ...
+
+    def batches(
+        self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
+        drop_last: bool = False, start: int = 0,
+    ) -> Iterator[Batch]: ...
+
+    def num_batches(self, batch_size: int, drop_last: bool = False) -> int: ...
+
+
+def batch_indices(
+    n: int, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
+    drop_last: bool = False, start: int = 0,
+) -> Iterator[Tensor]:
+    """The example indices of each batch of ``n`` examples, in order (a permutation drawn from
+    ``generator`` when ``shuffle``); the first ``start`` batches are skipped (for resuming). Every
+    batch source draws its order here, so a seed gives the same batches whatever holds the data."""
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    stop = n - n % batch_size if drop_last else n
+    for i in range(start * batch_size, stop, batch_size):
+        yield order[i : i + batch_size]
+
+
+def count_batches(n: int, batch_size: int, drop_last: bool = False) -> int:
+    """How many batches :func:`batch_indices` yields for ``n`` examples (from the start)."""
+    return n // batch_size if drop_last else -(-n // batch_size)
 
 
 def to_model_input(spec: ModalitySpec, stored: Tensor) -> Tensor:
@@ -202,7 +237,9 @@ def _check_attributes(
         )
 
 
-def _check_stored(name: str, spec: ModalitySpec, t: Tensor) -> None:
+def check_stored(name: str, spec: ModalitySpec, t: Tensor) -> None:
+    """Raise :class:`DataError` unless ``t`` (``[N, *shape]``) holds what ``spec`` describes:
+    shape, dtype, token ids within the vocabulary, float images in [0, 1]."""
     where = f"{name}, modality {spec.name!r}"
     if tuple(t.shape[1:]) != tuple(spec.shape):
         raise DataError(f"{where}: examples have shape {tuple(t.shape[1:])}, expected {spec.shape}")

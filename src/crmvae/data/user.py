@@ -37,6 +37,11 @@ Optional, as ``.npy`` or inside ``data.npz``: ``labels`` (integers ``[N]``, 0..9
 example needs at least one modality. Everything is checked on load; an error names the file,
 the modality and what was expected. Images are stored as ``uint8`` (floats are rounded to
 ``k / 255``), tokens as ``int64``, vectors as ``float32``; absent entries are stored as zeros.
+
+With ``data.params.lazy: true``, training reads the ``NAME/{i}.png`` images of a split when a
+batch needs them rather than all at load (:class:`~crmvae.data.streamed.StreamedDataset`), so a
+large image folder need not fit in memory; each image is checked when it is read. Arrays and
+text files are still read at load; evaluation reads every split in memory.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ from ..config import DataConfig, ModalityConfig, from_dict
 from ..errors import ConfigError, DataError
 from .base import ModalitySpec, MultimodalDataset
 from .sources import SPLITS
+from .streamed import MASK_KEY, StreamedDataset
 
 NAME = "user"
 FORMAT_FILES = ("modalities.yaml", "modalities.yml", "modalities.json")
@@ -432,13 +438,41 @@ def _read_image(path: Path, m: UserModality) -> np.ndarray:
     return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
 
 
+def _image_presence(files: dict[int, Path], n: int) -> Tensor:
+    """``bool [n]``: which examples have an image file."""
+    present = torch.zeros(n, dtype=torch.bool)
+    present[list(files)] = True
+    return present
+
+
 def _image_folder(files: dict[int, Path], n: int, m: UserModality) -> _Column:
     values = torch.zeros((n, *m.shape), dtype=torch.uint8)
-    present = torch.zeros(n, dtype=torch.bool)
     for index, path in files.items():
         values[index] = torch.from_numpy(_read_image(path, m))
-        present[index] = True
-    return _Column(values, present)
+    return _Column(values, _image_presence(files, n))
+
+
+class _LazyImages(torch.utils.data.Dataset):
+    """The examples of a user folder as items of the StreamedDataset protocol: the image folders'
+    files are read (and checked) on access, other modalities come from ``tensors``."""
+
+    def __init__(self, tensors: dict[str, Tensor], files: dict[str, dict[int, Path]],
+                 modalities: list[UserModality], mask: Tensor) -> None:
+        self.tensors, self.files, self.modalities, self.mask = tensors, files, modalities, mask
+
+    def __len__(self) -> int:
+        return len(self.mask)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        item = {MASK_KEY: self.mask[index]}
+        for col, m in enumerate(self.modalities):
+            if m.name not in self.files:
+                item[m.name] = self.tensors[m.name][index]
+            elif self.mask[index, col]:
+                item[m.name] = torch.from_numpy(_read_image(self.files[m.name][index], m))
+            else:  # absent entries are zeros, as in memory
+                item[m.name] = torch.zeros(m.shape, dtype=torch.uint8)
+        return item
 
 
 def _source(folder: Path, arrays: _Arrays, m: UserModality) -> str:
@@ -492,8 +526,9 @@ def _mask(x: np.ndarray, where: str, n: int, names: list[str]) -> Tensor:
     return torch.from_numpy(x.astype(bool))
 
 
-def load_user_folder(root: Path, fmt: UserFormat, folder: Path) -> MultimodalDataset:
-    """Every example stored in ``folder`` (a split folder or ``root`` itself), checked."""
+def load_user_folder(root: Path, fmt: UserFormat, folder: Path, lazy: bool = False) -> MultimodalDataset | StreamedDataset:
+    """Every example stored in ``folder`` (a split folder or ``root`` itself), checked; with
+    ``lazy`` and an image folder, a :class:`StreamedDataset` reading the images on access."""
     names = [m.name for m in fmt.modalities]
     if not folder.is_dir():
         raise DataError(f"{folder}: missing folder")
@@ -523,7 +558,8 @@ def load_user_folder(root: Path, fmt: UserFormat, folder: Path) -> MultimodalDat
             beyond = [i for i in files[m.name] if i >= n]
             if beyond:
                 raise DataError(f"{files[m.name][beyond[0]]} (modality {m.name!r}): index {beyond[0]}, but the arrays hold {n} examples")
-            columns[m.name] = _image_folder(files[m.name], n, m)
+            # lazy: only which files exist now; _LazyImages reads them on access
+            columns[m.name] = _Column(torch.empty(0), _image_presence(files[m.name], n)) if lazy else _image_folder(files[m.name], n, m)
     if n == 0:
         raise DataError(f"{folder}: no examples")
     present = torch.stack([columns[name].present for name in names], dim=1)
@@ -543,12 +579,18 @@ def load_user_folder(root: Path, fmt: UserFormat, folder: Path) -> MultimodalDat
             f"{folder}: example {int(empty.nonzero()[0])} has no modality present ({int(empty.sum())} such "
             f"examples); every example needs at least one of {names}"
         )
+    lazy = lazy and bool(files)
     tensors = {}
     for m, name in enumerate(names):  # absent entries are stored as zeros
+        if lazy and name in files:
+            continue
         values = columns[name].values
         tensors[name] = torch.where(present[:, m].reshape((-1,) + (1,) * (values.dim() - 1)), values, torch.zeros_like(values))
+    specs = [modality_spec(m) for m in fmt.modalities]
+    if lazy:
+        return StreamedDataset(_LazyImages(tensors, files, fmt.modalities, present), specs, name=str(folder))
     labels = _labels(extras["labels"], arrays.where("labels"), fmt.num_classes) if "labels" in extras else None
-    return MultimodalDataset(tensors, [modality_spec(m) for m in fmt.modalities], labels, present, name=str(folder))
+    return MultimodalDataset(tensors, specs, labels, present, name=str(folder))
 
 
 # --------------------------------------------------------------------------------------------
@@ -590,15 +632,24 @@ class UserData:
 
     @property
     def params(self) -> dict[str, Any]:
-        return {"test_fraction": 0.2}
+        return {"test_fraction": 0.2, "lazy": False}
 
     def load(self, cfg: DataConfig, split: str) -> MultimodalDataset:
+        return self._load(cfg, split, lazy=False)  # type: ignore[return-value]
+
+    def stream(self, cfg: DataConfig, split: str) -> MultimodalDataset | StreamedDataset:
+        """The split with its image folders read on access (in memory when it has none)."""
+        return self._load(cfg, split, lazy=True)
+
+    def _load(self, cfg: DataConfig, split: str, lazy: bool) -> MultimodalDataset | StreamedDataset:
+        if not isinstance(cfg.params["lazy"], bool):
+            raise ConfigError(f"data.params.lazy={cfg.params['lazy']!r}; expected true or false")
         root = data_root(cfg)
         fmt = read_format(root)
         fraction = _test_fraction(cfg)
         if has_split_folders(root):
-            return load_user_folder(root, fmt, root / split)
-        full = load_user_folder(root, fmt, root)
+            return load_user_folder(root, fmt, root / split, lazy)
+        full = load_user_folder(root, fmt, root, lazy)
         return full.subset(split_indices(len(full), fraction, cfg.seed)[split], name=f"{root} ({split} split)")
 
     def info(self, cfg: DataConfig) -> dict[str, Any]:

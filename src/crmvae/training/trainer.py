@@ -39,7 +39,8 @@ from ..config import (
     save_config,
     to_dict,
 )
-from ..data import Batch, MultimodalDataset, dataset_info, load_dataset
+from ..data import Batch, BatchSource, dataset_info, load_source
+from ..data.streamed import with_loading
 from ..errors import CheckpointError, ConfigError, NonFiniteLossError
 from ..fileio import atomic_write, make_dir, remove_stale_temporaries
 from ..model import MultimodalVAE
@@ -67,7 +68,9 @@ GRIDS_DIR = "grids"
 log = logging.getLogger(__name__)
 
 #: Settings that may differ between a run and its resumption.
-RESUMABLE_KEYS = frozenset({"train.epochs", "train.max_steps", "train.progress", "train.channels_last"})
+RESUMABLE_KEYS = frozenset({
+    "train.epochs", "train.max_steps", "train.progress", "train.channels_last", "data.num_workers", "data.pin_memory",
+})
 
 
 @dataclass
@@ -131,7 +134,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
-def check_dataset(model: ModelConfig, dataset: MultimodalDataset) -> None:
+def check_dataset(model: ModelConfig, dataset: BatchSource) -> None:
     """Raise :class:`ConfigError` unless ``dataset`` has the model's modalities, in order, shape
     and (token modalities) vocabulary size."""
     names = [m.name for m in model.modalities]
@@ -155,7 +158,7 @@ def check_dataset(model: ModelConfig, dataset: MultimodalDataset) -> None:
 @torch.no_grad()
 def evaluate(
     model: MultimodalVAE,
-    dataset: MultimodalDataset,
+    dataset: BatchSource,
     batch_size: int,
     precision: str = "fp32",
     seed: int = 0,
@@ -192,8 +195,16 @@ def epoch_seed(seed: int, epoch: int) -> int:
 # the entry point
 
 
-def train(config: RunConfig, out_dir: str | Path, resume: bool = False) -> TrainResult:
+def train(
+    config: RunConfig, out_dir: str | Path, resume: bool = False,
+    datasets: tuple[BatchSource, BatchSource] | None = None,
+) -> TrainResult:
     """Train ``config`` into ``out_dir`` (continuing its checkpoint when ``resume``).
+
+    ``datasets``: the ``(train, test)`` data to use instead of ``config.data``'s dataset, e.g. your own
+    ``torch.utils.data.Dataset`` as a :class:`~crmvae.data.StreamedDataset` (read through a
+    ``DataLoader`` set by ``data.num_workers`` and ``data.pin_memory``). A resumed run needs the
+    same data again.
 
     Raises :class:`ConfigError` for a bad setting, an occupied ``out_dir``, a dataset that does
     not fit the model, or a resumed run whose configuration changed (other than
@@ -222,9 +233,10 @@ def train(config: RunConfig, out_dir: str | Path, resume: bool = False) -> Train
         if checkpoint is not None:
             saved = from_dict(RunConfig, checkpoint["run_config"], where=f"{out / CHECKPOINT_FILE}")
             _check_same_run(out, saved, config)
-        train_set, test_set = ctx.local_main_first(
-            lambda: (load_dataset(config.data, "train"), load_dataset(config.data, "test"))
+        train_set, test_set = datasets or ctx.local_main_first(
+            lambda: (load_source(config.data, "train"), load_source(config.data, "test"))
         )
+        train_set, test_set = (with_loading(dataset, config.data, device) for dataset in (train_set, test_set))
         for dataset in (train_set, test_set):
             check_dataset(config.model, dataset)
         if ctx.is_main:
@@ -247,8 +259,8 @@ class _Run:
     """
 
     def __init__(
-        self, config: RunConfig, out: Path, model: MultimodalVAE, train_set: MultimodalDataset,
-        test_set: MultimodalDataset, device: torch.device, checkpoint: dict[str, Any] | None,
+        self, config: RunConfig, out: Path, model: MultimodalVAE, train_set: BatchSource,
+        test_set: BatchSource, device: torch.device, checkpoint: dict[str, Any] | None,
         ctx: DistContext,
     ) -> None:
         tc = config.train
