@@ -186,6 +186,7 @@ RESUME_DAMAGE: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
         lambda p: p | {"log_mark": {"sums": torch.zeros(1), "examples": 8}}, "'log_mark' does not hold one sum per term"
     ),
     "step beyond its epoch": (lambda p: p | {"step_in_epoch": 99}, "step 99 of an epoch of 3 steps"),
+    "best weights not tensors": (lambda p: p | {"best_model": {"w": 1}}, "'best_model' holds values other than tensors"),
 }
 
 
