@@ -77,9 +77,9 @@ def test_killed_run_resumes_to_the_same_weights(data_dir: Path, tmp_path: Path) 
 
 
 def test_resume_refuses_a_changed_config(trained: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["train", "--out", str(trained), "--resume", "--set", "train.lr=0.01"]) == 2
+    assert main(["train", "--out", str(trained), "--resume", "--set", "train.validation_size=8"]) == 2
     err = capsys.readouterr().err
-    assert "crmvae: error: cannot resume" in err and "train.lr: run has 0.0005, given 0.01" in err
+    assert "crmvae: error: cannot resume" in err and "train.validation_size: run has 0, given 8" in err
 
 
 def test_resume_continues_from_the_run_config(trained: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -176,6 +176,8 @@ def test_format_cell_and_missing_scores() -> None:
     ({"models": ["mvae", "MVAE"]}, "models repeated: mvae"),
     ({"seeds": []}, "no seeds"),
     ({"budget": ["train.epoch=1"]}, "unknown key"),
+    ({"snapshots": [1, 1]}, "snapshots must be distinct epochs >= 1"),
+    ({"snapshots": [1, 3], "budget": ["train.lr_schedule=cosine"]}, "set train.lr_horizon_steps"),
 ])
 def test_bad_studies_are_refused_before_anything_runs(tmp_path: Path, change: dict[str, Any], message: str) -> None:
     config = CompareConfig(**{"models": ["crmvae"], "out_dir": str(tmp_path / "out"), **change})

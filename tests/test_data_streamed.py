@@ -119,6 +119,16 @@ def test_own_dataset_trains_to_the_in_memory_weights(root: Path, in_memory: Path
     assert result.metrics["test_loss"] == json.loads((in_memory / "summary.json").read_text())["test_loss"]
 
 
+def test_own_dataset_holds_out_the_same_validation_split(root: Path, tmp_path: Path) -> None:
+    """Early stopping's validation split is drawn the same way from streamed and in-memory data."""
+    cfg = config(root, "train.validation_size=8")
+    train(cfg, tmp_path / "memory")
+    train(cfg, tmp_path / "streamed", datasets=own_data(cfg))
+    assert_same_weights(tmp_path / "memory", tmp_path / "streamed")
+    summary = json.loads((tmp_path / "streamed" / "summary.json").read_text())
+    assert summary["best_val_loss"] == json.loads((tmp_path / "memory" / "summary.json").read_text())["best_val_loss"]
+
+
 def test_own_dataset_resumes_mid_epoch_at_the_right_batch(root: Path, in_memory: Path, tmp_path: Path) -> None:
     cfg = config(root)
     stopped = train(replace(cfg, train=replace(cfg.train, max_steps=4)), tmp_path / "run", datasets=own_data(cfg))

@@ -123,8 +123,10 @@ def _worker(rank: int, port: int, config: RunConfig, out: Path, nan_out: Path) -
         assert train(config, out, resume=True).global_step == 6
         original, calls = MultimodalVAE.loss, [0]
 
-        def nan_on_rank_1(self: MultimodalVAE, data: dict[str, Tensor], mask: Tensor | None = None) -> ObjectiveOutput:
-            output = original(self, data, mask)
+        def nan_on_rank_1(
+            self: MultimodalVAE, data: dict[str, Tensor], mask: Tensor | None = None, beta_scale: float = 1.0
+        ) -> ObjectiveOutput:
+            output = original(self, data, mask, beta_scale)
             calls[0] += 1
             if rank == 1 and calls[0] == 2:
                 output.terms["kl/joint||m2"] = torch.tensor(float("nan"))

@@ -186,6 +186,7 @@ RESUME_DAMAGE: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
         lambda p: p | {"log_mark": {"sums": torch.zeros(1), "examples": 8}}, "'log_mark' does not hold one sum per term"
     ),
     "step beyond its epoch": (lambda p: p | {"step_in_epoch": 99}, "step 99 of an epoch of 3 steps"),
+    "best weights not tensors": (lambda p: p | {"best_model": {"w": 1}}, "'best_model' holds values other than tensors"),
 }
 
 
@@ -314,7 +315,7 @@ def test_a_write_killed_midway_leaves_a_temporary_that_the_next_run_removes(run:
     stale = [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
     assert len(stale) == 1 and stale[0].startswith(".checkpoint.pt.")
     assert (out / "checkpoint.pt").read_bytes() == before
-    fails(capsys, ["train", "--out", str(out), "--resume", "--set", "train.lr=1"], "configuration differs")  # any start cleans
+    fails(capsys, ["train", "--out", str(out), "--resume", "--set", "train.seed=1"], "configuration differs")  # any start cleans
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
 
 

@@ -89,11 +89,13 @@ def test_refuses_to_overwrite_a_run(run) -> None:
 
 def test_resume_refuses_a_changed_config(run) -> None:
     config, result, _ = run
-    changed = tiny_config(Path(config.data.data_dir), "train.lr=0.01", "model.latent_dim=4", "train.epochs=3")
+    changed = tiny_config(Path(config.data.data_dir), "train.kl_warmup_steps=5", "model.latent_dim=4",
+                          "train.epochs=3", "train.lr=0.01", "train.grad_clip_norm=1")
     with pytest.raises(ConfigError) as info:
         train(changed, result.out_dir, resume=True)
     message = str(info.value)
-    assert "train.lr" in message and "model.latent_dim" in message and "train.epochs:" not in message
+    assert "train.kl_warmup_steps: run has 0, given 5" in message and "model.latent_dim" in message
+    assert not any(f"{key}:" in message for key in ("train.epochs", "train.lr", "train.grad_clip_norm"))
 
 
 def test_resume_needs_a_checkpoint(data_dir: Path, tmp_path: Path) -> None:
@@ -117,8 +119,8 @@ def test_non_finite_term_stops_training_and_keeps_a_checkpoint(
     original = MultimodalVAE.loss
     calls = {"n": 0}
 
-    def loss_with_nan(self: MultimodalVAE, data, mask=None) -> ObjectiveOutput:
-        out = original(self, data, mask)
+    def loss_with_nan(self: MultimodalVAE, data, mask=None, beta_scale=1.0) -> ObjectiveOutput:
+        out = original(self, data, mask, beta_scale)
         calls["n"] += 1
         if calls["n"] == 3:
             out.terms["kl/joint||m1"] = torch.tensor(float("nan"))

@@ -90,6 +90,9 @@ def _check_training_state(payload: dict[str, Any], path: Path) -> None:
     rng = payload["rng_state"]["cpu"]
     if not isinstance(rng, Tensor) or rng.dtype != torch.uint8 or rng.shape != torch.get_rng_state().shape:
         raise CheckpointError(f"{path}: 'rng_state' holds no CPU RNG state; {_REMEDY}")
+    best = payload.get("best_model")  # present with a validation split
+    if best is not None and not (isinstance(best, dict) and all(isinstance(v, Tensor) for v in best.values())):
+        raise CheckpointError(f"{path}: 'best_model' holds values other than tensors; {_REMEDY}")
     negative = [key for key in ("epoch", "step_in_epoch", "global_step", "examples_seen") if payload[key] < 0]
     if negative:
         raise CheckpointError(f"{path}: {', '.join(map(repr, negative))} must be >= 0; {_REMEDY}")

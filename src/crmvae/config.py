@@ -137,18 +137,48 @@ class TrainConfig:
     checkpoint_every: int = 200
     grid_examples: int = 8
     progress: bool = True
+    #: Learning-rate schedule after the warm-up: ``constant``; ``cosine`` from ``lr`` to 0 over
+    #: ``lr_horizon_steps``; ``step``, ``lr`` times ``lr_decay_factor`` every ``lr_decay_every`` steps.
+    lr_schedule: Literal["constant", "cosine", "step"] = "constant"
+    #: Steps over which the learning rate rises linearly to ``lr`` (0: none).
+    lr_warmup_steps: int = 0
+    #: Length of the cosine schedule in steps, warm-up included; null: the run's planned steps
+    #: (``epochs`` times the steps of an epoch), so the trajectory then depends on ``epochs``.
+    lr_horizon_steps: int | None = None
+    lr_decay_every: int = 1000
+    lr_decay_factor: float = 0.1
+    #: Steps over which a multiplier on the objective's ``beta`` (every divergence term) rises
+    #: linearly from 0 to 1 (KL warm-up; 0: none).
+    kl_warmup_steps: int = 0
+    #: Largest global L2 norm of the gradient (``clip_grad_norm_``); null: no clipping.
+    grad_clip_norm: float | None = None
+    #: Training examples held out, by a split seeded with ``seed``, to pick the best epoch: with
+    #: it, the validation loss is logged each epoch and ``model.pt`` holds the best epoch's weights.
+    validation_size: int = 0
+    #: Epochs without a lower validation loss after which training stops; null: never.
+    early_stopping_patience: int | None = None
+    #: Extra experiment loggers by name (``tensorboard``); ``metrics.jsonl`` is always written.
+    loggers: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         # epochs >= 1: a run of 0 epochs would write an untrained model.pt
         check_minimums("train.", self, {
             "epochs": 1, "batch_size": 1, "seed": 0, "log_every": 1, "checkpoint_every": 1, "grid_examples": 0,
-            "threads": 1, "max_steps": 1,
+            "threads": 1, "max_steps": 1, "lr_warmup_steps": 0, "lr_horizon_steps": 1, "lr_decay_every": 1,
+            "kl_warmup_steps": 0, "validation_size": 0, "early_stopping_patience": 1,
         })
         if self.threads is not None and self.threads > MAX_THREADS:
             raise ConfigError(f"train.threads must be <= {MAX_THREADS} or null, got {self.threads}")
         if not 0 < self.lr < math.inf:
             raise ConfigError(f"train.lr must be a positive number, got {self.lr}")
+        if not 0 < self.lr_decay_factor <= 1:
+            raise ConfigError(f"train.lr_decay_factor must be in (0, 1], got {self.lr_decay_factor}")
+        if self.grad_clip_norm is not None and not 0 < self.grad_clip_norm < math.inf:
+            raise ConfigError(f"train.grad_clip_norm must be a positive number or null, got {self.grad_clip_norm}")
+        if self.early_stopping_patience is not None and not self.validation_size:
+            raise ConfigError("train.early_stopping_patience needs a validation split: set train.validation_size")
         _check_choice("train.", self, "precision")
+        _check_choice("train.", self, "lr_schedule")
 
 
 @dataclass

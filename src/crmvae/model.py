@@ -150,8 +150,12 @@ class MultimodalVAE(nn.Module):
 
     # ------------------------------------------------------------------------------- training
 
-    def loss(self, data: Mapping[str, Tensor], mask: Tensor | None = None) -> ObjectiveOutput:
-        """The objective's loss and named terms for a batch (see :mod:`crmvae.objectives.base`)."""
+    def loss(self, data: Mapping[str, Tensor], mask: Tensor | None = None, beta_scale: float = 1.0) -> ObjectiveOutput:
+        """The objective's loss and named terms for a batch (see :mod:`crmvae.objectives.base`).
+
+        ``beta_scale`` multiplies the objective's ``beta``, which weighs every divergence term of
+        every objective: the one mechanism behind KL warm-up (``train.kl_warmup_steps``).
+        """
         data, present = self._prepare(data, mask)
         empty = ~present.any(1)
         if empty.any():
@@ -166,7 +170,10 @@ class MultimodalVAE(nn.Module):
             return torch.where(present[:, m], log_p, torch.zeros_like(log_p)) * self.modality_weights[name]
 
         ctx = ObjectiveContext(mu, logvar, maskf, self.modality_names, log_likelihood)
-        return self.objective.loss(self.objective_config, ctx)
+        cfg = self.objective_config
+        if beta_scale != 1.0:
+            cfg = replace(cfg, beta=cfg.beta * beta_scale)
+        return self.objective.loss(cfg, ctx)
 
     forward = loss
 

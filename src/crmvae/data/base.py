@@ -193,6 +193,8 @@ class BatchSource(Protocol):
 
     def num_batches(self, batch_size: int, drop_last: bool = False) -> int: ...
 
+    def subset(self, index: Tensor | slice, name: str | None = None) -> BatchSource: ...
+
 
 def batch_indices(
     n: int, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,

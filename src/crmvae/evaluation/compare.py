@@ -34,7 +34,7 @@ from ..fileio import atomic_write, file_sha256
 from ..model import MultimodalVAE
 from ..objectives import OBJECTIVES, get_objective
 from ..presets import PRESETS, build_run_config
-from ..training import CHECKPOINT_FILE, CONFIG_FILE, MODEL_FILE, SUMMARY_FILE, train
+from ..training import CHECKPOINT_FILE, CONFIG_FILE, MODEL_FILE, SUMMARY_FILE, schedule_depends_on_epochs, train
 from ..training.progress import format_duration
 from ..checkpoint import load_model
 from ..config import from_dict
@@ -115,7 +115,13 @@ def validate(config: CompareConfig) -> dict[tuple[str, int], RunConfig]:
         raise ConfigError(f"compare: seeds must be >= 0, got {config.seeds}")
     if any(e < 1 for e in config.snapshots) or len(set(config.snapshots)) != len(config.snapshots):
         raise ConfigError(f"compare: snapshots must be distinct epochs >= 1, got {config.snapshots}")
-    return {(m, s): run_config(config, m, s) for m in config.models for s in config.seeds}
+    configs = {(m, s): run_config(config, m, s) for m in config.models for s in config.seeds}
+    if config.snapshots and any(schedule_depends_on_epochs(rc.train) for rc in configs.values()):
+        raise ConfigError(
+            "compare: snapshots resume one run with more epochs each time, but a cosine learning-rate schedule "
+            "without train.lr_horizon_steps stretches with train.epochs; set train.lr_horizon_steps in the budget"
+        )
+    return configs
 
 
 def resolved(config: RunConfig) -> RunConfig:

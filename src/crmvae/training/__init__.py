@@ -1,5 +1,9 @@
-"""Training: :func:`train` runs a configuration into a run directory (resumable)."""
+"""Training: :func:`train` runs a configuration into a run directory (resumable), with
+training controls (:mod:`.controls`), callbacks (:mod:`.callbacks`) and loggers (:mod:`.loggers`)."""
 
+from .callbacks import Callback
+from .controls import beta_scale, learning_rate, schedule_depends_on_epochs
+from .loggers import LOGGERS
 from .metrics import read_metrics
 from .trainer import (
     CHECKPOINT_FILE,
@@ -7,8 +11,10 @@ from .trainer import (
     GRIDS_DIR,
     METRICS_FILE,
     MODEL_FILE,
+    OPTIMISATION_KEYS,
     RESUMABLE_KEYS,
     SUMMARY_FILE,
+    Trainer,
     TrainResult,
     autocast,
     check_dataset,
@@ -23,17 +29,24 @@ __all__ = [
     "CHECKPOINT_FILE",
     "CONFIG_FILE",
     "GRIDS_DIR",
+    "LOGGERS",
     "METRICS_FILE",
     "MODEL_FILE",
+    "OPTIMISATION_KEYS",
     "RESUMABLE_KEYS",
     "SUMMARY_FILE",
+    "Callback",
     "TrainResult",
+    "Trainer",
     "autocast",
+    "beta_scale",
     "check_dataset",
     "evaluate",
     "has_fast_bf16",
+    "learning_rate",
     "read_metrics",
     "resolve_device",
     "resolve_precision",
+    "schedule_depends_on_epochs",
     "train",
 ]

@@ -176,8 +176,8 @@ class LossModule(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, data: dict[str, Tensor], mask: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        output = self.model.loss(data, mask)
+    def forward(self, data: dict[str, Tensor], mask: Tensor, beta_scale: float = 1.0) -> tuple[Tensor, dict[str, Tensor]]:
+        output = self.model.loss(data, mask, beta_scale)
         return output.loss, output.terms
 
 

@@ -10,6 +10,11 @@ epoch, the running loss sums and the global RNG state, and every epoch's shuffle
 own generator seeded with ``(seed, epoch)``; test evaluations use a private RNG. An interrupted
 and resumed run therefore ends with the same weights as an uninterrupted one.
 
+Training controls (:mod:`crmvae.training.controls`: learning-rate schedule, KL warm-up, gradient
+clipping, early stopping on a validation split) are functions of the configuration and the global
+step, or counters in the checkpoint, so they resume exactly too. Metrics, progress, grids and the
+optional loggers are :class:`~crmvae.training.callbacks.Callback` objects.
+
 Under ``torchrun`` the run is data-parallel (:mod:`crmvae.training.distributed`): every rank
 takes its share of each global batch, logged values are global means, rank 0 alone writes the
 run directory, and a non-finite loss on any rank stops all of them.
@@ -20,8 +25,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -46,7 +51,6 @@ from ..fileio import atomic_write, make_dir, remove_stale_temporaries
 from ..model import MultimodalVAE
 from ..objectives import ObjectiveOutput
 from ..seeding import private_rng
-from ..visualize import save_generation_grids
 from .distributed import (
     DistContext,
     detect_context,
@@ -55,8 +59,11 @@ from .distributed import (
     rank_seed,
     wrap,
 )
-from .metrics import LOSS, MetricsLog, TermSums, stack_values
-from .progress import Progress, format_duration, live
+from .callbacks import Callback, Callbacks, GenerationGrids, MetricsFile, ProgressReport
+from .controls import beta_scale, learning_rate, validation_split
+from .loggers import LOGGERS
+from .metrics import LOSS, TermSums, stack_values
+from .progress import Progress, live
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -67,10 +74,16 @@ GRIDS_DIR = "grids"
 
 log = logging.getLogger(__name__)
 
-#: Settings that may differ between a run and its resumption.
-RESUMABLE_KEYS = frozenset({
-    "train.epochs", "train.max_steps", "train.progress", "train.channels_last", "data.num_workers", "data.pin_memory",
+#: Settings that change the optimisation from the resumed step on; a resume that changes them says so.
+OPTIMISATION_KEYS = frozenset({
+    "train.lr", "train.lr_schedule", "train.lr_warmup_steps", "train.lr_horizon_steps", "train.lr_decay_every",
+    "train.lr_decay_factor", "train.grad_clip_norm",
 })
+#: Settings that may differ between a run and its resumption.
+RESUMABLE_KEYS = OPTIMISATION_KEYS | {
+    "train.epochs", "train.max_steps", "train.progress", "train.channels_last", "train.loggers",
+    "data.num_workers", "data.pin_memory",
+}
 
 
 @dataclass
@@ -100,6 +113,10 @@ class _State:
     examples_seen: int = 0
     elapsed_s: float = 0.0
     last_epoch_metrics: dict[str, Any] = field(default_factory=dict)
+    best_val_loss: float | None = None
+    best_epoch: int = 0
+    epochs_without_improvement: int = 0
+    early_stopped: bool = False
 
 
 # --------------------------------------------------------------------------------------------
@@ -197,9 +214,10 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 def train(
     config: RunConfig, out_dir: str | Path, resume: bool = False,
-    datasets: tuple[BatchSource, BatchSource] | None = None,
+    datasets: tuple[BatchSource, BatchSource] | None = None, callbacks: Sequence[Callback] = (),
 ) -> TrainResult:
-    """Train ``config`` into ``out_dir`` (continuing its checkpoint when ``resume``).
+    """Train ``config`` into ``out_dir`` (continuing its checkpoint when ``resume``); ``callbacks``
+    are called on rank 0 after the built-in ones and the loggers of ``train.loggers``.
 
     ``datasets``: the ``(train, test)`` data to use instead of ``config.data``'s dataset, e.g. your own
     ``torch.utils.data.Dataset`` as a :class:`~crmvae.data.StreamedDataset` (read through a
@@ -218,6 +236,8 @@ def train(
     config = from_dict(RunConfig, to_dict(config), where="run config")  # values assigned after it was built
     ctx = detect_context()
     _check_batch_size(config.train, ctx.world_size)
+    for name in config.train.loggers:  # on every rank: rank 0 alone builds the loggers
+        LOGGERS.lookup(name, "train.loggers")
     device = resolve_device(config.train.device)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
@@ -232,7 +252,9 @@ def train(
         config = replace(config, data=data, model=model.config)
         if checkpoint is not None:
             saved = from_dict(RunConfig, checkpoint["run_config"], where=f"{out / CHECKPOINT_FILE}")
-            _check_same_run(out, saved, config)
+            changed = _check_same_run(out, saved, config)
+            if changed and ctx.is_main:
+                log.warning("resuming %s with changed optimisation settings: %s", out, changed)
         train_set, test_set = datasets or ctx.local_main_first(
             lambda: (load_source(config.data, "train"), load_source(config.data, "test"))
         )
@@ -243,40 +265,48 @@ def train(
             save_config(config, out / CONFIG_FILE)
             (out / SUMMARY_FILE).unlink(missing_ok=True)  # a resumed run is unfinished until it ends again
         model = model.to(device, memory_format=memory_format(config.train))
-        run = _Run(config, out, model, train_set, test_set, device, checkpoint, ctx)
-        run.run()
-        return ctx.from_main(run.finish)
+        trainer = Trainer(config, out, model, train_set, test_set, device, checkpoint, ctx, callbacks)
+        try:
+            trainer.run()
+            return ctx.from_main(trainer.finish)
+        finally:
+            trainer.callbacks.close()
 
 
 # --------------------------------------------------------------------------------------------
 # the loop
 
 
-class _Run:
+class Trainer:
     """One training process (of one rank): the model, optimizer, position and bookkeeping.
 
-    Every rank keeps the same position and global loss sums; rank 0 alone logs and writes files.
+    Every rank keeps the same position, global loss sums and early-stopping counters; rank 0 alone
+    evaluates, calls the callbacks and writes files. Callbacks may read ``config``, ``out``,
+    ``model``, ``optimizer``, ``state`` (the checkpointed position), ``lr`` and ``beta_scale``
+    (those of the last step), ``names`` (the logged terms), ``train_set``, ``val_set`` and
+    ``test_set``.
     """
 
     def __init__(
         self, config: RunConfig, out: Path, model: MultimodalVAE, train_set: BatchSource,
         test_set: BatchSource, device: torch.device, checkpoint: dict[str, Any] | None,
-        ctx: DistContext,
+        ctx: DistContext, callbacks: Sequence[Callback] = (),
     ) -> None:
         tc = config.train
         self.config, self.out, self.model, self.device, self.ctx = config, out, model, device, ctx
-        self.train_set, self.test_set = train_set, test_set
+        self.train_set, self.val_set = validation_split(train_set, tc.validation_size, tc.seed)
+        self.test_set = test_set
         # fused: one kernel over all parameters (the same update, several times faster than the
         # default foreach form on CPU)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, fused=device.type in ("cpu", "cuda"))
-        self.metrics = MetricsLog(out / METRICS_FILE)
         self.state = _State()
         self.names: list[str] = []
         self.sums, self.mark = TermSums(), TermSums()  # epoch sums; their copy at the last log
+        self.best_weights: dict[str, Tensor] | None = None  # rank 0: the weights of the best validation loss
         if checkpoint is not None:
             self._restore(checkpoint)
         self.net = wrap(model, ctx, device)
-        self.steps_per_epoch = train_set.num_batches(tc.batch_size)
+        self.steps_per_epoch = self.train_set.num_batches(tc.batch_size)
         if self.state.step_in_epoch > self.steps_per_epoch:
             raise CheckpointError(
                 f"{out / CHECKPOINT_FILE}: step {self.state.step_in_epoch} of an epoch of {self.steps_per_epoch} steps; "
@@ -284,10 +314,11 @@ class _Run:
             )
         self.planned_steps = tc.epochs * self.steps_per_epoch
         self.total_steps = self.planned_steps if tc.max_steps is None else min(tc.max_steps, self.planned_steps)
-        self.progress = Progress(
-            tc.epochs, self.steps_per_epoch, len(train_set), self.total_steps,
-            bar=tc.progress and ctx.is_main and live(),
-        )
+        self.lr, self.beta_scale = tc.lr, 1.0
+        self.grids: list[Path] = []
+        progress = Progress(tc.epochs, self.steps_per_epoch, len(self.train_set), self.total_steps,
+                            bar=tc.progress and ctx.is_main and live())
+        self.callbacks = build_callbacks(tc, out, ctx.is_main, progress, callbacks)
         self.session_start = self.log_time = time.perf_counter()
         self.session_steps = 0
         self.elapsed_before = self.state.elapsed_s
@@ -297,10 +328,12 @@ class _Run:
         path = self.out / CHECKPOINT_FILE
         load_weights(self.model, checkpoint["model"], path)
         _load_optimizer(self.optimizer, checkpoint["optimizer"], path)
-        self.state = _State(**{f.name: checkpoint[f.name] for f in fields(_State)})
+        self.state = _State(**{f.name: checkpoint[f.name] for f in fields(_State) if f.name in checkpoint})
         self.names = list(checkpoint["term_names"])
         self.sums = TermSums.from_state(checkpoint["epoch_sums"], self.device)
         self.mark = TermSums.from_state(checkpoint["log_mark"], self.device)
+        if self.ctx.is_main and checkpoint.get("best_model") is not None:
+            self.best_weights = {k: v.to(self.device) for k, v in checkpoint["best_model"].items()}
         rng = self._own_rng_state(checkpoint)
         if rng is None:
             torch.manual_seed(rank_seed(self.config.train.seed, self.ctx.rank, self.state.global_step))
@@ -308,8 +341,6 @@ class _Run:
             torch.set_rng_state(rng["cpu"])
             if "cuda" in rng:
                 torch.cuda.set_rng_state(rng["cuda"], self.device)
-        if self.ctx.is_main:
-            self.metrics.truncate_after(self.state.global_step)
 
     def _own_rng_state(self, checkpoint: dict[str, Any]) -> dict[str, Tensor] | None:
         """This rank's RNG state in ``checkpoint``; ``None`` for a rank > 0 when the number of
@@ -327,41 +358,48 @@ class _Run:
 
     def elapsed(self) -> float:
         """Wall time of the whole run (earlier, resumed processes up to their last checkpoint included)."""
-        return self.elapsed_before + time.perf_counter() - self.session_start
+        return self.elapsed_before + self.session_seconds()
+
+    def session_seconds(self) -> float:
+        """Wall time of this process's training so far."""
+        return time.perf_counter() - self.session_start
 
     def run(self) -> None:
-        try:
-            while self.state.global_step < self.total_steps:
-                self._train_epoch()
-        finally:
-            self.progress.end_epoch()
+        self.callbacks.on_train_start(self)
+        s = self.state
+        while s.global_step < self.total_steps and not s.early_stopped:
+            self._train_epoch()
 
     def _train_epoch(self) -> None:
         tc, s = self.config.train, self.state
         generator = torch.Generator().manual_seed(epoch_seed(tc.seed, s.epoch))
-        self.progress.start_epoch(s.epoch, min(s.step_in_epoch * tc.batch_size, len(self.train_set)))
+        self.callbacks.on_epoch_start(self)
         epoch_start = self.log_time = time.perf_counter()
         self.log_examples = epoch_examples = s.examples_seen
         batches = self.train_set.batches(tc.batch_size, shuffle=True, generator=generator, start=s.step_in_epoch)
         for batch in batches:
             self._step(batch)
+            self.callbacks.on_step_end(self)
             if s.global_step % tc.log_every == 0 and self.ctx.is_main:
                 self._log_step()
             if s.step_in_epoch == self.steps_per_epoch or s.global_step >= self.total_steps:
                 break  # the epoch's end (below) writes the checkpoint
             if s.global_step % tc.checkpoint_every == 0:
                 self.save_checkpoint()
-        self.progress.end_epoch()
+        self.callbacks.on_epoch_end(self)
         self._close_epoch(s.examples_seen - epoch_examples, time.perf_counter() - epoch_start, epoch_start)
 
     def _step(self, batch: Batch) -> None:
         """One optimizer step on a global batch, of which this rank computes its share."""
+        tc, s = self.config.train, self.state
         rng = _rng_state(self.device)  # the state before this step, for the non-finite checkpoint
         shard, count = self.ctx.shard(batch)
-        shard = shard.to(self.device, memory_format(self.config.train))
+        shard = shard.to(self.device, memory_format(tc))
         n = len(batch)
-        with autocast(self.device, self.config.train.precision):
-            loss, terms = self.net(shard.data, shard.mask)
+        self.lr = learning_rate(tc, s.global_step, self.planned_steps)
+        self.beta_scale = beta_scale(tc, s.global_step)
+        with autocast(self.device, tc.precision):
+            loss, terms = self.net(shard.data, shard.mask, self.beta_scale)
         values = self.ctx.mean(stack_values(ObjectiveOutput(loss, terms)), count, n)  # global batch means
         if not self.names:
             self.names = [LOSS, *terms]
@@ -369,67 +407,86 @@ class _Run:
             self._non_finite(values, rng)
         self.optimizer.zero_grad(set_to_none=True)
         (loss * loss_weight(count, n, self.ctx.world_size)).backward()
+        if tc.grad_clip_norm is not None:  # after DDP's average: the norm of the global gradient
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip_norm)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr
         self.optimizer.step()
         self.sums.add(values, n)
-        self.state.step_in_epoch += 1
-        self.state.global_step += 1
-        self.state.examples_seen += n
+        s.step_in_epoch += 1
+        s.global_step += 1
+        s.examples_seen += n
         self.session_steps += 1
-        self.progress.update(n)
 
     def _non_finite(self, values: Tensor, rng: dict[str, Tensor]) -> None:
         bad = [name for name, v in zip(self.names, values.tolist()) if not math.isfinite(v)]
         terms = [name for name in bad if name != LOSS] or ["the total loss"]
         path = self.save_checkpoint(rng)
-        s = self.state
+        s, lr = self.state, self.config.train.lr
         raise NonFiniteLossError(
             f"non-finite loss in epoch {s.epoch + 1}, step {s.step_in_epoch + 1} (global step {s.global_step + 1}): "
             f"{', '.join(terms)} became NaN/inf. The state before this step (no update applied) is saved in "
-            f"{path}; try a lower train.lr (now {self.config.train.lr}) or train.precision=fp32, or look for "
-            f"extreme values in the data."
+            f"{path}; continue it with a lower learning rate (train.lr is {lr}): "
+            f"crmvae train --out {self.out} --resume --set train.lr={lr / 10:g} (or with train.grad_clip_norm), "
+            f"start again with train.precision=fp32, or look for extreme values in the data."
         )
 
     def _log_step(self) -> None:
         s, now = self.state, time.perf_counter()
         values = self.sums.means(self.names, minus=self.mark)
         rate = (s.examples_seen - self.log_examples) / max(now - self.log_time, 1e-9)
-        self.metrics.write({
+        self.callbacks.on_log(self, {
             "kind": "step", "epoch": s.epoch + 1, "step": s.step_in_epoch, "global_step": s.global_step,
-            **values, "examples_per_s": rate, "elapsed_s": self.elapsed(),
+            **values, "lr": self.lr, "beta_scale": self.beta_scale, "examples_per_s": rate, "elapsed_s": self.elapsed(),
         })
-        self.progress.log(s.step_in_epoch, s.global_step, values, rate, self.session_steps, now - self.session_start)
         self.mark = self.sums.copy()
         self.log_time, self.log_examples = now, s.examples_seen
 
     def _close_epoch(self, examples: int, train_s: float, epoch_start: float) -> None:
-        """Evaluate and log the epoch on rank 0 (``complete`` false when ``max_steps`` cut it), checkpoint."""
+        """Validate a complete epoch (early stopping), evaluate and log it on rank 0 (``complete``
+        false when ``max_steps`` cut it), checkpoint."""
         s = self.state
         complete = s.step_in_epoch == self.steps_per_epoch
+        val_loss = self._validate() if complete and self.val_set is not None else None
         if self.ctx.is_main:
-            self._log_epoch(complete, examples, train_s, epoch_start)
+            self._log_epoch(complete, examples, train_s, epoch_start, val_loss)
         if complete:
             s.epoch += 1
             s.step_in_epoch = 0
             self.sums, self.mark = TermSums(), TermSums()
         self.save_checkpoint()
 
-    def _log_epoch(self, complete: bool, examples: int, train_s: float, epoch_start: float) -> None:
+    def _validate(self) -> float:
+        """The validation loss (computed on rank 0, shared with every rank); keeps the best weights
+        and counts the epochs without improvement."""
         tc, s = self.config.train, self.state
+        loss = self.ctx.from_main(lambda: self._evaluate(self.val_set)[LOSS])
+        if s.best_val_loss is None or loss < s.best_val_loss:
+            s.best_val_loss, s.best_epoch, s.epochs_without_improvement = loss, s.epoch + 1, 0
+            if self.ctx.is_main:
+                self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        else:
+            s.epochs_without_improvement += 1
+            s.early_stopped = tc.early_stopping_patience is not None and s.epochs_without_improvement >= tc.early_stopping_patience
+        return loss
+
+    def _evaluate(self, dataset: MultimodalDataset) -> dict[str, float]:
+        tc = self.config.train
+        return evaluate(self.model, dataset, tc.batch_size, tc.precision, tc.seed, memory_format(tc))
+
+    def _log_epoch(self, complete: bool, examples: int, train_s: float, epoch_start: float, val_loss: float | None) -> None:
+        s = self.state
         train_means = self.sums.means(self.names)
-        test_means = evaluate(self.model, self.test_set, tc.batch_size, tc.precision, tc.seed, memory_format(tc))
+        test_means = self._evaluate(self.test_set)
         record = {
             "kind": "epoch", "epoch": s.epoch + 1, "complete": complete, "global_step": s.global_step,
             "train_loss": train_means[LOSS], **{f"train/{k}": v for k, v in train_means.items() if k != LOSS},
             "test_loss": test_means[LOSS], **{f"test/{k}": v for k, v in test_means.items() if k != LOSS},
+            **({} if val_loss is None else {"val_loss": val_loss}),
             "examples_per_s": examples / max(train_s, 1e-9), "epoch_s": time.perf_counter() - epoch_start,
         }
-        self.metrics.write(record)
-        self.progress.write(
-            f"epoch {s.epoch + 1}/{tc.epochs}{'' if complete else ' (stopped at max_steps)'}: "
-            f"train loss {record['train_loss']:.6g}, test loss {record['test_loss']:.6g}, "
-            f"{record['examples_per_s']:.1f} ex/s, {format_duration(record['epoch_s'])}"
-        )
         s.last_epoch_metrics = record
+        self.callbacks.on_evaluation(self, record)
 
     def save_checkpoint(self, rng: dict[str, Tensor] | None = None) -> Path:
         """Write the training state atomically to ``checkpoint.pt`` (``weights_only``-loadable).
@@ -451,22 +508,22 @@ class _Run:
                 log_mark=self.mark.state(),
                 rng_state=states[0],
                 **({"rank_rng_states": states} if self.ctx.enabled else {}),
+                **({} if self.best_weights is None else {"best_model": self.best_weights}),
             )
         self.ctx.barrier()
+        if self.ctx.is_main:
+            self.callbacks.on_checkpoint(self, path)
         return path
 
     def finish(self) -> TrainResult:
-        """Write ``model.pt``, the generation grids and ``summary.json`` (rank 0)."""
-        tc, s, out = self.config.train, self.state, self.out
+        """Write ``model.pt`` (with a validation split, the best epoch's weights), the generation
+        grids and ``summary.json`` (rank 0)."""
+        s, out = self.state, self.out
+        if self.best_weights is not None:
+            load_weights(self.model, self.best_weights, out / CHECKPOINT_FILE)
         save_model(self.model, out / MODEL_FILE, run_config=to_dict(self.config),
                    epochs_completed=s.epoch, global_step=s.global_step)
-        grids: list[Path] = []
-        if tc.grid_examples > 0:
-            count = min(tc.grid_examples, len(self.test_set))
-            batch = self.test_set.batch(torch.arange(count))
-            grids = save_generation_grids(
-                self.model, batch, out / GRIDS_DIR, seed=tc.seed, decode_text=self.test_set.text_decoders
-            )
+        self.callbacks.on_train_end(self)
         last = s.last_epoch_metrics
         elapsed = self.elapsed()
         paths = {
@@ -475,17 +532,31 @@ class _Run:
         }
         summary = {
             "epochs_completed": s.epoch, "global_step": s.global_step, "examples_seen": s.examples_seen,
-            "stopped_early": self.total_steps < self.planned_steps,
+            "stopped_early": self.total_steps < self.planned_steps or s.early_stopped,
+            "early_stopping": s.early_stopped,
+            "model": "best validation loss" if self.best_weights is not None else "last step",
+            "best_epoch": s.best_epoch if self.best_weights is not None else None,
+            "best_val_loss": s.best_val_loss,
             "train_loss": last.get("train_loss"), "test_loss": last.get("test_loss"),
             "last_epoch": last.get("epoch"), "wall_time_s": elapsed,
             "examples_per_s": s.examples_seen / max(elapsed, 1e-9),
-            "files": {k: str(v) for k, v in paths.items()} | {"grids": [str(p) for p in grids]},
+            "files": {k: str(v) for k, v in paths.items()} | {"grids": [str(p) for p in self.grids]},
         }
         atomic_write(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
         return TrainResult(
             out, self.config, s.epoch, s.global_step, last, paths["config"], paths["metrics"],
-            paths["checkpoint"], paths["model"], paths["summary"], grids,
+            paths["checkpoint"], paths["model"], paths["summary"], self.grids,
         )
+
+
+def build_callbacks(tc: TrainConfig, out: Path, is_main: bool, progress: Progress, extra: Sequence[Callback] = ()) -> Callbacks:
+    """The callbacks of a rank: on rank 0 (``is_main``) the metrics file, ``progress`` and the
+    grids, then the loggers of ``train.loggers``, then ``extra``; none on the other ranks, which
+    therefore build no logger."""
+    if not is_main:
+        return Callbacks([])
+    built_in = [MetricsFile(out / METRICS_FILE), ProgressReport(progress), GenerationGrids(out / GRIDS_DIR, tc.grid_examples)]
+    return Callbacks([*built_in, *(LOGGERS.lookup(name, "train.loggers")(out) for name in tc.loggers), *extra])
 
 
 # --------------------------------------------------------------------------------------------
@@ -559,15 +630,19 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {key: leaf for k, v in items for key, leaf in _flatten(v, k).items()}
 
 
-def _check_same_run(out: Path, saved: RunConfig, given: RunConfig) -> None:
+def _check_same_run(out: Path, saved: RunConfig, given: RunConfig) -> str:
+    """Refuse a resumption whose configuration differs outside :data:`RESUMABLE_KEYS`; return the
+    changes of :data:`OPTIMISATION_KEYS` (``"train.lr: 0.0005 -> 0.001"``, empty when none)."""
     old, new = _flatten(to_dict(saved)), _flatten(to_dict(given))
-    differ = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in RESUMABLE_KEYS)
-    if differ:
-        details = "; ".join(f"{k}: run has {old.get(k)!r}, given {new.get(k)!r}" for k in differ)
+    differ = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    refused = [k for k in differ if k not in RESUMABLE_KEYS]
+    if refused:
+        details = "; ".join(f"{k}: run has {old.get(k)!r}, given {new.get(k)!r}" for k in refused)
         raise ConfigError(
             f"cannot resume {out}: the configuration differs from the run's in {details}. "
             f"Only {', '.join(sorted(RESUMABLE_KEYS))} may change on resume"
         )
+    return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differ if k in OPTIMISATION_KEYS)
 
 
 def _rng_state(device: torch.device) -> dict[str, Tensor]:

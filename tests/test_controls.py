@@ -1,0 +1,326 @@
+"""Training controls: schedules, KL warm-up, clipping, early stopping, their exact resumption and
+the resume checks; callbacks and their order; the TensorBoard logger."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from crmvae.config import ModalityConfig, ModelConfig, TrainConfig
+from crmvae.errors import ConfigError
+from crmvae.model import MultimodalVAE
+from crmvae.objectives import OBJECTIVES
+from crmvae.training import Callback, beta_scale, learning_rate, read_metrics, schedule_depends_on_epochs, train
+from crmvae.training import trainer as trainer_module
+from crmvae.training.distributed import DistContext
+from crmvae.training.loggers import TensorBoardLogger
+from crmvae.training.progress import Progress
+from test_training import tiny_config
+
+
+def weights(path: Path, key: str = "model") -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)[key]
+
+
+def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# --------------------------------------------------------------------------------------------
+# schedules by hand
+
+
+def test_constant_learning_rate_is_the_default() -> None:
+    tc = TrainConfig(lr=0.003)
+    assert [learning_rate(tc, step, 100) for step in (0, 50, 99, 500)] == [0.003] * 4
+    assert beta_scale(tc, 0) == 1.0
+
+
+def test_warmup_then_cosine_by_hand() -> None:
+    tc = TrainConfig(lr=1.0, lr_schedule="cosine", lr_warmup_steps=4, lr_horizon_steps=12)
+    got = [learning_rate(tc, step, planned_steps=1000) for step in (0, 1, 3, 4, 8, 11, 12, 40)]
+    assert got == pytest.approx([0.25, 0.5, 1.0, 1.0, 0.5, 0.5 * (1 + torch.cos(torch.tensor(torch.pi * 7 / 8)).item()), 0.0, 0.0])
+    # without a horizon, the cosine spans the planned steps (which depend on train.epochs)
+    free = TrainConfig(lr=1.0, lr_schedule="cosine")
+    assert learning_rate(free, 10, planned_steps=20) == pytest.approx(0.5)
+    assert learning_rate(free, 10, planned_steps=40) == pytest.approx(0.5 * (1 + 2**-0.5))
+
+
+def test_step_schedule_by_hand() -> None:
+    tc = TrainConfig(lr=1.0, lr_schedule="step", lr_warmup_steps=2, lr_decay_every=3, lr_decay_factor=0.1)
+    got = [learning_rate(tc, step, 1000) for step in (0, 1, 2, 4, 5, 7, 8)]
+    assert got == pytest.approx([0.5, 1.0, 1.0, 1.0, 0.1, 0.1, 0.01])
+
+
+def test_kl_warmup_by_hand() -> None:
+    tc = TrainConfig(kl_warmup_steps=4)
+    assert [beta_scale(tc, step) for step in (0, 1, 3, 4, 100)] == [0.0, 0.25, 0.75, 1.0, 1.0]
+
+
+@pytest.mark.parametrize(("settings", "depends"), [
+    ({}, False), ({"lr_warmup_steps": 10}, False), ({"lr_schedule": "cosine"}, True),
+    ({"lr_schedule": "cosine", "lr_horizon_steps": 100}, False), ({"lr_schedule": "step"}, False),
+    ({"validation_size": 10, "early_stopping_patience": 2}, False),
+])
+def test_schedule_depends_on_epochs(settings: dict[str, Any], depends: bool) -> None:
+    assert schedule_depends_on_epochs(TrainConfig(**settings)) is depends
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"lr_schedule": "linear"}, "lr_schedule"), ({"lr_warmup_steps": -1}, "lr_warmup_steps"),
+    ({"lr_decay_factor": 0.0}, "lr_decay_factor"), ({"grad_clip_norm": 0.0}, "grad_clip_norm"),
+    ({"early_stopping_patience": 2}, "validation_size"), ({"kl_warmup_steps": -3}, "kl_warmup_steps"),
+])
+def test_bad_controls_are_refused(settings: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**settings)
+
+
+# --------------------------------------------------------------------------------------------
+# KL warm-up: one mechanism for every objective
+
+
+@pytest.mark.parametrize("objective", sorted(OBJECTIVES))
+def test_beta_scale_scales_every_objectives_divergence_terms(objective: str) -> None:
+    modalities = [ModalityConfig(f"m{i}", [3, 28, 28]) for i in range(3)]
+    torch.manual_seed(0)
+    model = MultimodalVAE(ModelConfig(modalities, latent_dim=4, objective=objective, objective_params={"beta": 2.0}))
+    scaled = MultimodalVAE(ModelConfig(modalities, latent_dim=4, objective=objective, objective_params={"beta": 0.6}))
+    scaled.load_state_dict(model.state_dict())
+    data = {f"m{i}": torch.rand(4, 3, 28, 28) for i in range(3)}
+
+    def loss(net: MultimodalVAE, scale: float = 1.0) -> torch.Tensor:
+        torch.manual_seed(1)
+        return net.loss(data, beta_scale=scale).loss
+
+    assert torch.equal(loss(model, 0.3), loss(scaled))  # the same as beta 2.0 * 0.3
+    if objective == "mmvae" and model.objective_config.estimator == "dreg":
+        return  # beta enters the importance weights: not linear
+    rec, full = loss(model, 0.0), loss(model)
+    assert loss(model, 0.25).item() == pytest.approx((rec + 0.25 * (full - rec)).item(), rel=1e-5)
+    if objective == "crmvae":  # by hand: beta * pi * (sum of the KL terms), pi = 1 / (M + 1)
+        torch.manual_seed(1)
+        kl = sum(v for k, v in model.loss(data).terms.items() if k.startswith("kl/"))
+        assert (full - rec).item() == pytest.approx(2.0 / 4 * float(kl), abs=1e-6 * rec.abs().item())  # float32 cancellation
+
+
+# --------------------------------------------------------------------------------------------
+# clipping, early stopping
+
+
+class GradientNorms(Callback):
+    """The global gradient norm after every step (the gradients of the step are still there)."""
+
+    def __init__(self) -> None:
+        self.norms: list[float] = []
+
+    def on_step_end(self, trainer: Any) -> None:
+        grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
+        self.norms.append(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])).item())
+
+
+def test_clipping_bounds_the_gradient_norm(data_dir: Path, tmp_path: Path) -> None:
+    free, clipped = GradientNorms(), GradientNorms()
+    overrides = ("train.max_steps=4", "train.grid_examples=0")
+    train(tiny_config(data_dir, *overrides), tmp_path / "free", callbacks=[free])
+    train(tiny_config(data_dir, *overrides, "train.grad_clip_norm=0.5"), tmp_path / "clipped", callbacks=[clipped])
+    assert min(free.norms) > 0.5
+    assert max(clipped.norms) == pytest.approx(0.5, rel=1e-4)
+
+
+class Snapshots(Callback):
+    """The weights at each epoch's evaluation."""
+
+    def __init__(self) -> None:
+        self.weights: dict[int, dict[str, torch.Tensor]] = {}
+
+    def on_evaluation(self, trainer: Any, record: dict[str, Any]) -> None:
+        self.weights[record["epoch"]] = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+
+def test_early_stopping_keeps_the_best_model(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scripted validation losses 5, 3, 4, 4: best epoch 2, patience 2 stops after epoch 4."""
+    scripted = iter([5.0, 3.0, 4.0, 4.0])
+    real = trainer_module.evaluate
+
+    def evaluate(model: Any, dataset: Any, *args: Any) -> dict[str, float]:
+        return {"loss": next(scripted)} if dataset.name.endswith("(validation)") else real(model, dataset, *args)
+
+    monkeypatch.setattr(trainer_module, "evaluate", evaluate)
+    snapshots = Snapshots()
+    config = tiny_config(data_dir, "train.epochs=6", "train.validation_size=64", "train.early_stopping_patience=2")
+    result = train(config, tmp_path / "out", callbacks=[snapshots])
+    summary = json.loads(result.summary_path.read_text())
+    assert result.epochs_completed == 4 and result.global_step == 4 * 6  # 192 training examples in batches of 32
+    assert summary["early_stopping"] and summary["stopped_early"] and summary["best_epoch"] == 2
+    assert summary["model"] == "best validation loss" and summary["best_val_loss"] == 3.0
+    assert same(weights(result.model_path), snapshots.weights[2])
+    assert same(weights(result.checkpoint_path), snapshots.weights[4])
+    assert [r["val_loss"] for r in read_metrics(result.metrics_path) if r["kind"] == "epoch"] == [5.0, 3.0, 4.0, 4.0]
+    # a stopped run stays stopped when continued to more epochs
+    more = tiny_config(data_dir, "train.epochs=8", "train.validation_size=64", "train.early_stopping_patience=2")
+    assert train(more, tmp_path / "out", resume=True).global_step == 24
+
+
+# --------------------------------------------------------------------------------------------
+# exact resumption with every control on
+
+
+ALL_CONTROLS = (
+    "train.epochs=3", "train.validation_size=64", "train.early_stopping_patience=2", "train.lr_schedule=cosine",
+    "train.lr_warmup_steps=3", "train.kl_warmup_steps=5", "train.grad_clip_norm=5.0", "train.checkpoint_every=4",
+    "train.lr=0.002",
+)
+
+
+class KillAt(Callback):
+    """Raises once the checkpoint of ``step`` is written: a kill -9 right after it."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_checkpoint(self, trainer: Any, path: Path) -> None:
+        if trainer.state.global_step == self.step:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("kill_step", [8, 12])  # mid-epoch 2; the end of epoch 2
+def test_resume_with_every_control_is_bit_exact(data_dir: Path, tmp_path: Path, kill_step: int) -> None:
+    config = tiny_config(data_dir, *ALL_CONTROLS)
+    reference = train(config, tmp_path / "reference")
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "killed", callbacks=[KillAt(kill_step)])
+    assert not (tmp_path / "killed" / "model.pt").exists()
+    resumed = train(config, tmp_path / "killed", resume=True)
+    for name in ("model.pt", "checkpoint.pt"):
+        assert same(weights(resumed.out_dir / name), weights(reference.out_dir / name)), name
+    assert same(weights(resumed.checkpoint_path, "best_model"), weights(reference.checkpoint_path, "best_model"))
+    records = [{k: v for k, v in r.items() if k not in ("examples_per_s", "elapsed_s", "epoch_s")}
+               for r in read_metrics(resumed.metrics_path)]
+    want = [{k: v for k, v in r.items() if k not in ("examples_per_s", "elapsed_s", "epoch_s")}
+            for r in read_metrics(reference.metrics_path)]
+    assert records == want
+    steps = [r for r in want if r["kind"] == "step"]
+    assert steps[0]["beta_scale"] == 0.6 and steps[1]["beta_scale"] == 1.0 and steps[0]["lr"] == 0.002
+
+
+def test_resume_may_change_the_optimisation(
+    data_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = tmp_path / "out"
+    train(tiny_config(data_dir, "train.max_steps=4", "train.grid_examples=0"), out)
+    changed = tiny_config(data_dir, "train.max_steps=8", "train.grid_examples=0", "train.lr=0.01",
+                          "train.lr_schedule=step", "train.lr_decay_every=10", "train.grad_clip_norm=2")
+    with caplog.at_level(logging.WARNING, logger="crmvae"):
+        train(changed, out, resume=True)
+    assert "train.lr: 0.001 -> 0.01" in caplog.text and "train.grad_clip_norm: None -> 2.0" in caplog.text
+    assert "train.max_steps" not in caplog.text
+    lrs = [r["lr"] for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "step"]
+    assert lrs == [0.001, 0.01]  # the lr of steps 4 (before) and 8 (after: no decay before step 10)
+    with pytest.raises(ConfigError, match="train.kl_warmup_steps: run has 0, given 3"):
+        train(tiny_config(data_dir, "train.max_steps=8", "train.grid_examples=0", "train.kl_warmup_steps=3"), out, resume=True)
+
+
+def test_non_finite_advice_is_a_resume_command(data_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(Exception, match=r"--resume --set train.lr=1e\+29"):
+        train(tiny_config(data_dir, "train.lr=1.0e+30", "train.max_steps=4", "train.grid_examples=0"), tmp_path / "out")
+
+
+# --------------------------------------------------------------------------------------------
+# callbacks and loggers
+
+
+class Recorder(Callback):
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def on_train_start(self, trainer: Any) -> None:
+        self.calls.append("train_start")
+
+    def on_epoch_start(self, trainer: Any) -> None:
+        self.calls.append(f"epoch_start {trainer.state.epoch}")
+
+    def on_step_end(self, trainer: Any) -> None:
+        self.calls.append(f"step {trainer.state.global_step}")
+
+    def on_log(self, trainer: Any, record: dict[str, Any]) -> None:
+        self.calls.append(f"log {record['global_step']}")
+
+    def on_epoch_end(self, trainer: Any) -> None:
+        self.calls.append("epoch_end")
+
+    def on_evaluation(self, trainer: Any, record: dict[str, Any]) -> None:
+        self.calls.append(f"evaluation {record['epoch']}")
+
+    def on_checkpoint(self, trainer: Any, path: Path) -> None:
+        self.calls.append(f"checkpoint {trainer.state.global_step}")
+
+    def on_train_end(self, trainer: Any) -> None:
+        self.calls.append("train_end")
+
+    def on_grids(self, trainer: Any, paths: list[Path]) -> None:
+        self.calls.append(f"grids {len(paths)}")
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+
+def test_callbacks_are_called_in_order(data_dir: Path, tmp_path: Path) -> None:
+    recorder = Recorder()
+    train(tiny_config(data_dir, "train.epochs=1", "train.checkpoint_every=3"), tmp_path / "out", callbacks=[recorder])
+    assert recorder.calls == [
+        "train_start", "epoch_start 0", "step 1", "step 2", "step 3", "checkpoint 3", "step 4", "log 4", "step 5",
+        "step 6", "checkpoint 6", "step 7", "step 8", "log 8", "epoch_end", "evaluation 1", "checkpoint 8",
+        "grids 6", "train_end", "close",  # the built-in grids callback, first, announces its grids
+    ]
+
+
+def test_only_rank_0_builds_callbacks_and_loggers(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    tc = TrainConfig(loggers=["tensorboard"])
+    progress = Progress(1, 1, 1, 1, bar=False)
+    extra = Recorder()
+    main = trainer_module.build_callbacks(tc, tmp_path, DistContext(0, 2, 0).is_main, progress, [extra])
+    other = trainer_module.build_callbacks(tc, tmp_path, DistContext(1, 2, 1).is_main, progress, [extra])
+    assert any(isinstance(c, TensorBoardLogger) for c in main.callbacks) and main.callbacks[-1] is extra
+    assert other.callbacks == [] and not (tmp_path / "tensorboard").exists()
+    with pytest.raises(ConfigError, match="train.loggers: unknown train/logger 'nope'"):
+        trainer_module.build_callbacks(TrainConfig(loggers=["nope"]), tmp_path, True, progress)
+
+
+def test_tensorboard_writes_scalars_and_grids(data_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = train(tiny_config(data_dir, "train.loggers=[tensorboard]"), tmp_path / "out")
+    events = EventAccumulator(str(tmp_path / "out" / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    records = read_metrics(result.metrics_path)
+    steps = [r for r in records if r["kind"] == "step"]
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    loss = events.Scalars("step/loss")
+    assert [e.step for e in loss] == [r["global_step"] for r in steps]
+    assert [e.value for e in loss] == pytest.approx([r["loss"] for r in steps], rel=1e-6)
+    assert [e.value for e in events.Scalars("epoch/test_loss")] == pytest.approx([r["test_loss"] for r in epochs], rel=1e-6)
+    assert "step/kl/joint||prior" in events.Tags()["scalars"] and "step/lr" in events.Tags()["scalars"]
+    images = events.Tags()["images"]
+    assert sorted(images) == sorted(f"grids/{p.stem}" for p in result.grids)
+    image = events.Images("grids/prior_samples")[0]
+    assert image.step == 16 and (image.width, image.height) == _png_size(result.out_dir / "grids" / "prior_samples.png")
+    # the encoded image is the grid itself
+    from PIL import Image
+
+    assert Image.open(io.BytesIO(image.encoded_image_string)).size == (image.width, image.height)
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.size
