@@ -291,6 +291,17 @@ def test_rerun_with_the_records_trains_nothing_and_writes_the_same_report(study,
     assert json.loads((out / "results.json").read_text()) == json.loads(before["results.json"])
 
 
+def test_report_only_trains_nothing_and_reports_the_records(study, tmp_path: Path) -> None:
+    config, _, first = study
+    copy = CompareConfig(**{**vars(config), "out_dir": str(tmp_path / "report"), "runs_dir": str(tmp_path / "runs"),
+                            "seeds": [0, 1, 2]})
+    shutil.copytree(config.out_dir, copy.out_dir)
+    evaluate = CountingEvaluate()
+    comparison = run_comparison(copy, evaluate, report_only=True)
+    assert evaluate.calls == [] and not (tmp_path / "runs").exists()  # seed 2 is missing, and stays so
+    assert comparison["aggregate"] == json.loads(json.dumps(first["aggregate"]))
+
+
 def test_more_seeds_train_only_what_is_missing(study, tmp_path: Path) -> None:
     config, _, _ = study
     copy = CompareConfig(**{**vars(config), "out_dir": str(tmp_path / "report"), "runs_dir": str(tmp_path / "runs")})

@@ -308,7 +308,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         snapshot_metrics=_names(args.snapshot_metrics, "snapshot-metrics") if args.snapshot_metrics else None,
     )
     command = " ".join([PROG, *map(shlex.quote, args.argv)])
-    paths = write_report(run_comparison(config, command=command), config.out_dir)
+    paths = write_report(run_comparison(config, command=command, report_only=args.report_only), config.out_dir)
     print(f"report: {paths['html']} ({paths['markdown'].name}, {paths['results'].name} beside it)")
     return 0
 
@@ -404,6 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--eval-set", action="append", default=[], metavar="KEY=VALUE", help="an evaluation setting")
     cmp.add_argument("--snapshots", metavar="E1,E2,...",
                      help="epochs at which every run is evaluated and recorded, e.g. 1,3,10 (default: the budget's train.epochs)")
+    cmp.add_argument("--report-only", action="store_true",
+                     help="write the report from the records in --out; train and evaluate nothing")
     cmp.add_argument("--snapshot-metrics", metavar="M1,M2,...",
                      help="metrics at every snapshot but the last (default: the same as the last), e.g. coherence,similarity")
     cmp.set_defaults(func=cmd_compare)

@@ -365,8 +365,10 @@ def run_comparison(
     evaluate: EvaluateFn = default_evaluate,
     command: str | None = None,
     log: Callable[[str], None] = _say,
+    report_only: bool = False,
 ) -> dict[str, Any]:
-    """Train what is missing, record every ``(model, seed, snapshot)``, and aggregate all records.
+    """Train what is missing, record every ``(model, seed, snapshot)``, and aggregate all records
+    (``report_only``: aggregate the records already there, train and evaluate nothing).
 
     Writes ``compare.yaml`` into ``config.out_dir`` first. Records already in the folder are
     checked (a mismatch raises :class:`ConfigError`) and reused; a ``(model, seed)`` with a
@@ -385,7 +387,7 @@ def run_comparison(
     save_config(config, out_dir / COMPARE_FILE)
     records = load_records(config, final)
     start, trained = time.perf_counter(), []
-    for i, (model, seed) in enumerate(configs, 1):
+    for i, (model, seed) in enumerate([] if report_only else configs, 1):
         tag, out = f"[{i}/{len(configs)}] {model} seed {seed}", run_dir(config, model, seed)
         missing = [e for e in epochs if RecordKey(model, seed, e) not in records]
         if not missing:
