@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from ..fileio import atomic_write
 from .claims import ALPHA, CLAIMS, check_claims
@@ -284,7 +285,15 @@ def plot_learning_curves(comparison: Mapping[str, Any], path: Path) -> Path | No
                             color=line.get_color(), alpha=0.15)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("training examples seen")
-        ax.grid(alpha=0.3)
+        ax.set_xscale("log")  # snapshots are usually spread geometrically (1, 3, 10 passes)
+        ax.set_xticks(sorted({x for x in examples.values() if x}), minor=False)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:g}k"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        if "coherence" in key:  # a fraction: the whole range, so noise near chance does not look like a trend
+            ax.set_ylim(0.0, 1.0)
+        else:
+            ax.axhline(0.0, color="0.5", linewidth=0.8)
+        ax.grid(alpha=0.3, which="both")
         if i == 1:
             ax.legend(fontsize=7)
     fig.tight_layout()
