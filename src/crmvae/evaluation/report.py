@@ -136,7 +136,7 @@ def run_table(runs: Sequence[Mapping[str, Any]], models: Sequence[str]) -> Table
     ]
     rows = [(m, [cell(m, get) for _, get in columns]) for m in models]
     return Table("Training and evaluation", "model", [name for name, _ in columns], rows, digits=1, best=None,
-                 note="training s: wall time of the whole run (earlier sessions included); evaluation s: the metrics' "
+                 note="training s: wall time of the whole run, resumed parts included; evaluation s: the metrics' "
                       "own timings, when the evaluation was computed (a cached one keeps its first timings).")
 
 
