@@ -155,6 +155,15 @@ def test_report_tables_hold_hand_computed_mean_std_and_bold_the_best(tmp_path: P
     assert json.loads(paths["results"].read_text()) == comparison
 
 
+def test_likelihoods_get_a_table() -> None:
+    results = [{"likelihood": {"samples": 10, "n_test": 5, "joint": -100.0 - s,
+                               "conditional": {"by_size": {"1": -20.0, "2": -18.0 - s}}}} for s in (0, 2)]
+    comparison = {"config": {"models": ["a"]}, "runs": [], "aggregate": {"a": aggregate(results)}}
+    table = next(t for t in build_tables(comparison) if t.title.startswith("Log-likelihood"))
+    assert table.columns == ["joint log p(X)", "log p(x_m | X_S), |S|=1", "log p(x_m | X_S), |S|=2"]
+    assert [format_cell(c, 1) for c in table.rows[0][1]] == ["-101.0 ± 1.4", "-20.0 ± 0.0", "-19.0 ± 1.4"]
+
+
 def test_format_cell_and_missing_scores() -> None:
     assert format_cell({"mean": 0.25, "std": 0.0, "n": 1}) == "0.250"
     assert format_cell({"mean": 12.345, "std": 1.0, "n": 2}, 1) == "12.3 ± 1.0"

@@ -175,6 +175,13 @@ def build_tables(comparison: Mapping[str, Any]) -> list[Table]:
         by_size_table(agg, models, "Latent linear probe accuracy by number of given modalities k", "probes.by_size",
                       note=f"Logistic regression on posterior means of {' / '.join(map(str, probe_examples))} "
                            f"training examples, accuracy on the test set."),
+        score_table(agg, models, "Log-likelihood estimates (nats per example, higher is better)",
+                    [("joint log p(X)", "likelihood.joint")]
+                    + [(f"log p(x_m | X_S), |S|={k}", f"likelihood.conditional.by_size.{k}")
+                       for k in _sizes(agg, "likelihood.conditional.by_size")],
+                    digits=1, note="Importance-sampled with K latents from the (subset) posterior: the joint is a "
+                                   "lower bound that tightens as K grows; the conditional is the ratio of two "
+                                   "estimates, averaged over subsets of size |S| and their missing targets."),
         score_table(agg, models, "Text coherence",
                     [(f"{m} {what.replace('_', ' ')}", f"text.{m}.{what}") for m in text_mods
                      for what in ("exact_match", "mean_distance")], best=None,
