@@ -379,3 +379,16 @@ def test_cli_compare_with_the_real_metrics_reuses_the_runs(study, capsys: pytest
         assert results["aggregate"][model]["probes.by_size.5"]["mean"] == pytest.approx(sum(values) / 2)
     page = (out / "report.html").read_text()
     assert "Cross-coherence of crmvae by conditioning subset" in page and not re.search(r"https?://", page)
+
+
+def test_a_missing_record_behind_the_run_is_named(study, tmp_path: Path) -> None:
+    """The run went on past a snapshot whose record is gone: its state there is lost, and the
+    error says how to recover."""
+    config, _, _ = study
+    copy = CompareConfig(**{**vars(config), "out_dir": str(tmp_path / "report"), "runs_dir": str(tmp_path / "runs"),
+                            "models": ["mvae"], "seeds": [0]})
+    shutil.copytree(config.out_dir, copy.out_dir)
+    shutil.copytree(run_dir(config, "mvae", 0), run_dir(copy, "mvae", 0))
+    (Path(copy.out_dir) / "records" / "mvae" / "seed0" / "epoch1.json").unlink()
+    with pytest.raises(ConfigError, match="is trained towards 2 epochs, past 1, where a record is missing"):
+        run_comparison(copy, CountingEvaluate())

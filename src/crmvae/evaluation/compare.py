@@ -309,10 +309,11 @@ def _train_to(config: RunConfig, out: Path, epochs: int) -> str:
     status = run_status(out, config)
     if status == "finished":
         return status
-    if (out / CONFIG_FILE).is_file() and load_config(RunConfig, out / CONFIG_FILE).train.epochs > epochs:
+    target = load_config(RunConfig, out / CONFIG_FILE).train.epochs if (out / CONFIG_FILE).is_file() else 0
+    if target > epochs:
         raise ConfigError(
-            f"{out} is trained towards {load_config(RunConfig, out / CONFIG_FILE).train.epochs} epochs, past "
-            f"{epochs}, where a record is missing; delete {out} to train it again"
+            f"{out} is trained towards {target} epochs, past {epochs}, where a record is missing; "
+            f"delete {out} to train it again"
         )
     train(config, out, resume=status == "unfinished")
     return status
