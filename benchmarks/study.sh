@@ -7,7 +7,8 @@
 #
 # Every stage is a `crmvae compare` into the same report folder: records already there are reused
 # (a stage whose records all exist trains nothing), so the script can be stopped and rerun at any
-# point and only the run in progress is lost. Runs and checkpoints go to $RUNS_DIR (outside git).
+# point and only the run in progress is lost. Runs and checkpoints go to $RUNS_DIR/<study folder>
+# (outside git; one folder per study, since two studies of a dataset share model and seed names).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dataset=${1:?usage: study.sh polymnist|polymnist-short|mnist_svhn_text [STAGE ...]}
@@ -51,7 +52,7 @@ for i in "${!stages[@]}"; do
     crmvae compare --dataset "$dataset" --preset "$preset" --models "$model" --seeds "$seeds" \
       --snapshots 1,3,10 --snapshot-metrics coherence,probes,similarity \
       --n-test 2000 --fid-samples 1000 --eval-set "metrics=$metrics" --eval-set progress=false \
-      --runs-dir "$RUNS_DIR" --out "$out"
+      --runs-dir "$RUNS_DIR/${out##*/}" --out "$out"
     if [[ ${COMMIT:-0} == 1 ]]; then
       git add "$out" && git commit -q -m "$out: $model seed $seeds recorded after 1, 3 and 10 passes" -- "$out" \
         || echo "commit of $out failed; the next stage commits it" >&2
