@@ -392,3 +392,25 @@ def test_a_missing_record_behind_the_run_is_named(study, tmp_path: Path) -> None
     (Path(copy.out_dir) / "records" / "mvae" / "seed0" / "epoch1.json").unlink()
     with pytest.raises(ConfigError, match="is trained towards 2 epochs, past 1, where a record is missing"):
         run_comparison(copy, CountingEvaluate())
+
+
+def test_a_run_stopped_past_a_recorded_snapshot_goes_on_from_where_it_is(study, tmp_path: Path) -> None:
+    """A stop after the run passed snapshot 1 (recorded) and before snapshot 2 was recorded: the
+    rerun evaluates and records snapshot 2 from the run as it stands, and trains nothing again."""
+    config, _, first = study
+    copy = CompareConfig(**{**vars(config), "out_dir": str(tmp_path / "report"), "runs_dir": str(tmp_path / "runs"),
+                            "models": ["mvae"], "seeds": [0]})
+    shutil.copytree(config.out_dir, copy.out_dir)
+    shutil.copytree(run_dir(config, "mvae", 0), run_dir(copy, "mvae", 0))
+    record = Path(copy.out_dir) / "records" / "mvae" / "seed0" / "epoch2.json"
+    before = json.loads(record.read_text())
+    record.unlink()
+    (run_dir(copy, "mvae", 0) / "evaluation_cache.json").unlink()
+    model = (run_dir(copy, "mvae", 0) / "model.pt").read_bytes()
+    evaluate = CountingEvaluate()
+    comparison = run_comparison(copy, evaluate)
+    assert (run_dir(copy, "mvae", 0) / "model.pt").read_bytes() == model
+    assert [(out.name, metrics) for out, metrics in evaluate.calls] == [("seed0", ["coherence", "similarity"])]
+    after = json.loads(record.read_text())
+    assert after["result"] == before["result"] and after["summary"] == before["summary"]
+    assert comparison["aggregate"]["mvae"] == json.loads(json.dumps(first["aggregate"]["mvae"]))

@@ -394,7 +394,7 @@ def run_comparison(
         if not missing:
             log(f"{tag}: every snapshot recorded ({', '.join(map(str, epochs))} epochs), reused")
             continue
-        for e in (e for e in epochs if e <= missing[-1]):
+        for e in missing:  # a recorded snapshot needs no training: the run resumes past it
             key = RecordKey(model, seed, e)
             train_start = time.perf_counter()
             status = _train_to(run_config(config, model, seed, e), out, e)
@@ -402,8 +402,7 @@ def run_comparison(
             log(f"{tag}: epoch {e} {verb} in {format_duration(time.perf_counter() - train_start)} -> {out}")
             if status != "finished":
                 trained.append((model, seed, e))
-            if key not in records:
-                records[key] = _record_state(config, key, out, e == final, evaluate, log)
+            records[key] = _record_state(config, key, out, e == final, evaluate, log)
     log(f"{len(trained)} snapshot(s) trained, {len(records)} record(s) in {out_dir / RECORDS_DIR}, "
         f"{format_duration(time.perf_counter() - start)}")
     return summarize(config, records, final, command)
