@@ -414,3 +414,20 @@ def test_a_run_stopped_past_a_recorded_snapshot_goes_on_from_where_it_is(study, 
     after = json.loads(record.read_text())
     assert after["result"] == before["result"] and after["summary"] == before["summary"]
     assert comparison["aggregate"]["mvae"] == json.loads(json.dumps(first["aggregate"]["mvae"]))
+
+
+def test_a_longer_budget_trains_only_the_new_passes(study, tmp_path: Path) -> None:
+    """Snapshots 1, 2 recorded; the study extended to 1, 2, 3 resumes each run from epoch 2 and
+    records epoch 3 alone. The old last snapshot, evaluated with every metric, stands for a middle one."""
+    config, _, _ = study
+    longer = CompareConfig(**{**vars(config), "out_dir": str(tmp_path / "report"), "runs_dir": str(tmp_path / "runs"),
+                              "models": ["mvae"], "seeds": [0], "snapshots": [1, 2, 3]})
+    shutil.copytree(config.out_dir, longer.out_dir)
+    shutil.copytree(run_dir(config, "mvae", 0), run_dir(longer, "mvae", 0))
+    evaluate = CountingEvaluate()
+    comparison = run_comparison(longer, evaluate)
+    assert [(out.name, metrics) for out, metrics in evaluate.calls] == [("seed0", ["coherence", "similarity"])]
+    record = json.loads((Path(longer.out_dir) / "records" / "mvae" / "seed0" / "epoch3.json").read_text())
+    assert record["summary"]["global_step"] == 6 and record["run_config"]["train"]["epochs"] == 3
+    assert [(r["model"], r["seed"]) for r in comparison["runs"]] == [("mvae", 0)]  # the others stop at epoch 2
+    assert set(comparison["curves"]["mvae"]) == {"1", "2", "3"}
