@@ -164,6 +164,24 @@ def test_likelihoods_get_a_table() -> None:
     assert [format_cell(c, 1) for c in table.rows[0][1]] == ["-101.0 ± 1.4", "-20.0 ± 0.0", "-19.0 ± 1.4"]
 
 
+def test_latent_usage_gets_a_table_with_the_joint_kl_absent_for_a_mixture() -> None:
+    def usage(joint_kl: float | None, kls: list[float], units: list[int]) -> dict[str, Any]:
+        entry = {"kl_mean": sum(kls) / len(kls), "kl_min": min(kls), "active_units_mean": sum(units) / len(units),
+                 "active_units_min": float(min(units))}
+        joint = {"active_units": 40.0, **({"kl": joint_kl} if joint_kl is not None else {})}
+        return {"latent_usage": {"unimodal": entry, "joint": joint, "examples": {"m0": 9}}}
+
+    comparison = {"config": {"models": ["poe", "mixture"]}, "runs": [], "aggregate": {
+        "poe": aggregate([usage(120.0, [30.0, 0.0], [12, 0]), usage(100.0, [20.0, 10.0], [8, 4])]),
+        "mixture": aggregate([usage(None, [50.0, 70.0], [30, 30])])}}
+    table = next(t for t in build_tables(comparison) if t.title == "Latent usage")
+    assert table.columns[:3] == ["KL joint", "KL unimodal, mean", "KL unimodal, least"]
+    poe, mixture = ([format_cell(c, 1) for c in cells] for _, cells in table.rows)
+    assert poe == ["110.0 ± 14.1", "15.0 ± 0.0", "5.0 ± 7.1", "40.0 ± 0.0", "6.0 ± 0.0", "2.0 ± 2.8"]
+    assert mixture == ["–", "60.0", "50.0", "40.0", "30.0", "30.0"]
+    assert "latent_usage.examples.m0" not in comparison["aggregate"]["poe"]
+
+
 def test_format_cell_and_missing_scores() -> None:
     assert format_cell({"mean": 0.25, "std": 0.0, "n": 1}) == "0.250"
     assert format_cell({"mean": 12.345, "std": 1.0, "n": 2}, 1) == "12.3 ± 1.0"
@@ -255,6 +273,7 @@ def test_study_records_every_snapshot_and_aggregates_the_last(study) -> None:
         assert record["summary"]["global_step"] == 2 * r["epochs"] and record["train_examples"] == 64 * r["epochs"]
         assert record["run_config"]["train"]["epochs"] == r["epochs"] and record["run_config"]["train"]["seed"] == r["seed"]
         assert record["run_config_sha256"] == settings_sha256(record["run_config"])
+        assert re.fullmatch(r"[0-9a-f]{64}", record["model_sha256"])
         assert record["versions"]["torch"] and record["versions"]["cpu"]
         with Image.open(out / r["record"].replace(".json", ".png")) as image:
             assert image.format == "PNG"

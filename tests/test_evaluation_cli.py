@@ -38,7 +38,8 @@ def test_cli_evaluate_writes_the_schema_and_prints_a_table(run_dir: Path, tmp_pa
     assert status == 0
     results = json.loads(out.read_text())
     assert set(results) == {"n_test", "classifier_accuracy", "cross_coherence", "joint_coherence", "probes",
-                            "cosine_similarity", "cosine_similarity_mismatched", "cosine_similarity_gap", "seconds"}
+                            "cosine_similarity", "cosine_similarity_mismatched", "cosine_similarity_gap", "latent_usage",
+                            "seconds"}
     assert results["n_test"] == 40
     coherence = results["cross_coherence"]
     assert set(coherence["by_size"]) == {"1", "2", "3", "4"}
@@ -46,8 +47,12 @@ def test_cli_evaluate_writes_the_schema_and_prints_a_table(run_dir: Path, tmp_pa
     assert all(0.0 <= v <= 1.0 for row in coherence["table"].values() for v in row.values())
     assert results["probes"]["train_examples"] == 64 and len(results["probes"]["table"]) == 31
     assert -1.0 <= results["cosine_similarity"] <= 1.0
+    usage = results["latent_usage"]
+    assert set(usage["kl_to_prior"]) == {*(f"m{k}" for k in range(5)), "m0,m1,m2,m3,m4"}
+    assert all(v >= 0 for v in usage["kl_to_prior"].values()) and usage["examples"]["m0"] == 40
+    assert all(0 <= units <= 512 for units in usage["active_units"].values())
     printed = capsys.readouterr().out
-    assert "cross-coherence by subset size" in printed and f"results: {out}" in printed
+    assert "cross-coherence by subset size" in printed and "latent usage, KL" in printed and f"results: {out}" in printed
 
 
 def test_cli_evaluate_refuses_weak_classifiers(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

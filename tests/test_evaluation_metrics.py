@@ -18,7 +18,7 @@ from crmvae.config import ModalityConfig, ModelConfig
 from crmvae.data import Batch, ModalitySpec, MultimodalDataset
 from crmvae.data.text import decode_tokens, encode_strings
 from crmvae.distributions import all_subsets
-from crmvae.evaluation import similarity
+from crmvae.evaluation import similarity, usage
 from crmvae.evaluation.classifiers import (
     ARCHITECTURES,
     build_classifier,
@@ -56,6 +56,7 @@ from crmvae.evaluation.similarity import (
     latent_cosine_similarity,
 )
 from crmvae.evaluation.text import clean_text, edit_distances, text_scorer
+from crmvae.evaluation.usage import active_units, latent_usage
 from crmvae.model import MultimodalVAE
 
 SHAPE = (3, 28, 28)
@@ -399,3 +400,76 @@ def test_trace_sqrt_product_matches_a_general_matrix_square_root() -> None:
     expected = np.trace(np.real(scipy.linalg.sqrtm(sigma1 @ sigma2)))
     assert trace_sqrt_product(sigma1, sigma2) == pytest.approx(expected, rel=1e-9)
 
+
+# --------------------------------------------------------------------------------------------
+# latent usage: KL of the inference posteriors to the prior, and active units
+
+
+def test_active_units_is_the_count_of_dimensions_with_variance_above_the_threshold() -> None:
+    means = torch.tensor([[0.0, 1.0, 5.0], [0.05, 1.0, -5.0], [0.1, 1.0, 5.0], [0.0, 1.0, -5.0]], dtype=torch.float64)
+    assert torch.var(means, 0).tolist() == pytest.approx([0.00229, 0.0, 33.333], rel=1e-3)
+    assert active_units(torch.tensor(4.0), means.sum(0), means.square().sum(0)) == 1
+    assert active_units(torch.tensor(4.0), means.sum(0), means.square().sum(0), threshold=0.001) == 2
+    assert active_units(torch.tensor(1.0), means[0], means[0].square()) == 0
+
+
+def test_hand_computed_kl_and_units_skip_examples_that_lack_the_subset(monkeypatch: pytest.MonkeyPatch) -> None:
+    # M = 2, B = 3, D = 2; rows: subsets {a}, {b}, {a, b}. Example 2 lacks modality b.
+    mu = torch.tensor([[[1.0, 0.0], [-1.0, 0.0], [3.0, 0.0]],
+                       [[0.0, 2.0], [0.0, 0.0], [0.0, 0.0]],
+                       [[1.0, 1.0], [-1.0, 1.0], [0.0, 0.0]]])
+    logvar = torch.zeros_like(mu)
+    mask = torch.tensor([[1, 1], [1, 1], [1, 0]], dtype=torch.bool)
+
+    class Fixed(nn.Module):
+        modality_names = ["a", "b"]
+        latent_dim = 2
+        objective_config = type("Cfg", (), {"inference": "poe"})()
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.p = nn.Parameter(torch.zeros(1))
+
+    monkeypatch.setattr(usage, "subset_posteriors", lambda model, data, mask, subsets: SubsetPosteriors(mu, logvar))
+    result = latent_usage(Fixed(), [Batch({}, mask)])
+    # KL(N(mu, I) || N(0, I)) = |mu|^2 / 2
+    assert result.kl_to_prior == pytest.approx({"a": (0.5 + 0.5 + 4.5) / 3, "b": (2.0 + 0.0) / 2, "a,b": (1.0 + 1.0) / 2})
+    assert result.examples == {"a": 3, "b": 2, "a,b": 2}
+    # a: dim 0 over (1, -1, 3) has variance 4, dim 1 none; b: dim 1 over (2, 0) varies; a,b: only dim 0 varies
+    assert result.active_units == {"a": 1, "b": 1, "a,b": 1}
+    entry = result.as_result("a,b")
+    assert entry["unimodal"] == pytest.approx({"kl_mean": (5.5 / 3 + 1.0) / 2, "kl_min": 1.0,
+                                               "active_units_mean": 1.0, "active_units_min": 1.0})
+    assert entry["joint"] == {"kl": 1.0, "active_units": 1.0}
+
+
+class CollapsedEncoder(nn.Module):
+    """An expert with (almost) no precision: the PoE with the prior expert is the prior."""
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        mu = torch.zeros(x.shape[0], 10)
+        return mu, torch.full_like(mu, 30.0)
+
+
+def test_an_informative_encoder_uses_the_latent_and_a_collapsed_one_does_not() -> None:
+    data = template_dataset(200)
+    oracle = latent_usage(oracle_model(), data.batches(64))
+    joint = ",".join(NAMES)
+    assert set(oracle.kl_to_prior) == {*NAMES, joint}
+    # the oracle's one-hot means (5 at the label) vary in all 10 dimensions, with variance about 25 * 0.09
+    assert all(units == 10 for units in oracle.active_units.values())
+    assert all(kl > 10.0 for kl in oracle.kl_to_prior.values())
+    collapsed_model = oracle_model()
+    collapsed_model.encoders["m1"] = CollapsedEncoder()
+    collapsed = latent_usage(collapsed_model, data.batches(64))
+    assert collapsed.kl_to_prior["m1"] == pytest.approx(0.0, abs=1e-6) and collapsed.active_units["m1"] == 0
+    assert collapsed.kl_to_prior["m0"] == pytest.approx(oracle.kl_to_prior["m0"])
+
+
+def test_a_mixture_model_reports_no_joint_kl() -> None:
+    model = tiny_model("mmvae")
+    result = latent_usage(model, template_dataset(40).batches(20))
+    joint = ",".join(NAMES)
+    assert joint not in result.kl_to_prior and joint in result.active_units
+    assert set(result.kl_to_prior) == set(NAMES) and all(v >= 0 for v in result.kl_to_prior.values())
+    assert "kl" not in result.as_result(joint)["joint"]

@@ -55,7 +55,7 @@ DISPLAY_ONLY = frozenset({"progress"})
 IGNORED_SETTINGS = frozenset({"train.progress"})
 
 #: Result entries that describe an evaluation rather than score a model: not aggregated.
-NOT_SCORES = frozenset({"n_test", "seconds", "samples", "train_examples"})
+NOT_SCORES = frozenset({"n_test", "seconds", "samples", "train_examples", "examples"})
 
 
 @dataclass
@@ -354,7 +354,7 @@ def _record_state(
     grid = _record_grid(out, path.with_suffix(".png"), key.seed)
     record = make_record(
         key, to_dict(load_config(RunConfig, out / CONFIG_FILE)), settings, result,
-        json.loads((out / SUMMARY_FILE).read_text()), versions(), eval_s, grid,
+        json.loads((out / SUMMARY_FILE).read_text()), versions(), eval_s, grid, cache_key["model_sha256"],
     )
     write_record(path, record)
     log(f"{key.model} seed {key.seed} epoch {key.epochs}: evaluated in {format_duration(eval_s)} -> {path}")

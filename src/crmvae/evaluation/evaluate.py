@@ -9,7 +9,10 @@ dataset's ``attribute_parsers``); FID needs image modalities; importance-sampled
 
     {"n_test", "classifier_accuracy", "cross_coherence", "attribute_coherence", "joint_coherence",
      "text", "fid", "probes", "cosine_similarity", "cosine_similarity_mismatched",
-     "cosine_similarity_gap", "likelihood", "seconds"}
+     "cosine_similarity_gap", "latent_usage", "likelihood", "seconds"}
+
+``similarity`` also measures the latent usage (:mod:`crmvae.evaluation.usage`): KL to the prior
+and active units of each unimodal posterior and of the joint one.
 
 Latent samples come from a private RNG seeded with ``EvalConfig.seed``, so results are
 deterministic and the global RNG is untouched.
@@ -74,6 +77,7 @@ from .fid import (
 from .likelihood import importance_log_likelihoods, likelihood_summary
 from .probes import latent_probes
 from .similarity import latent_cosine_similarity
+from .usage import latent_usage
 from .text import DIGIT_WORDS, digit_word, text_scorer
 
 log = logging.getLogger(__name__)
@@ -240,6 +244,8 @@ def _evaluate(model: MultimodalVAE, data_cfg: DataConfig, config: EvalConfig) ->
                 results["cosine_similarity_mismatched"] = similarity.mismatched
                 results["cosine_similarity_gap"] = {
                     "mean": similarity.gap, "stderr": similarity.gap_stderr, "examples": similarity.examples}
+                results["latent_usage"] = latent_usage(model, batches(test, "latent usage")).as_result(
+                    ",".join(model.modality_names))
         if "likelihood" in metrics:
             with _timed(seconds, "likelihood", config.progress):
                 results["likelihood"] = _likelihood(model, test, config, device)
@@ -396,6 +402,11 @@ def format_results(results: dict[str, Any]) -> str:
         lines.append(f"latent cosine similarity: {results['cosine_similarity']:.4f} "
                      f"(between different examples: {results['cosine_similarity_mismatched']:.4f}; "
                      f"paired difference {gap['mean']:+.4f} +- {gap['stderr']:.4f} s.e. over {gap['examples']} examples)")
+    if "latent_usage" in results:
+        usage = results["latent_usage"]
+        lines.append("latent usage, KL(q(z|x_S) || p(z)) nats / active units: "
+                     + "  ".join(f"{s}: {usage['kl_to_prior'].get(s, float('nan')):.1f} / {u}"
+                                 for s, u in usage["active_units"].items()))
     if "likelihood" in results:
         lik = results["likelihood"]
         lines.append(f"log-likelihood ({lik['samples']} importance samples, {lik['n_test']} examples, nats per example): "

@@ -108,11 +108,13 @@ def make_record(
     versions: Mapping[str, str],
     eval_seconds: float,
     grid: str | None,
+    model_sha256: str | None = None,
 ) -> dict[str, Any]:
-    """The record of one evaluated training state (JSON-ready)."""
+    """The record of one evaluated training state (JSON-ready); ``model_sha256`` is the hash of
+    the evaluated ``model.pt``."""
     return {
         "format": FORMAT,
-        "model": key.model, "seed": key.seed, "epochs": key.epochs,
+        "model": key.model, "seed": key.seed, "epochs": key.epochs, "model_sha256": model_sha256,
         "train_examples": summary.get("examples_seen"),
         "run_config": dict(run_config), "run_config_sha256": settings_sha256(run_config),
         "eval_config": dict(eval_config), "eval_config_sha256": settings_sha256(eval_config),

@@ -168,6 +168,17 @@ def build_tables(comparison: Mapping[str, Any]) -> list[Table]:
                     note="Joint coherence: z ~ p(z), all modalities decoded, fraction on which every classifier agrees. "
                          "Cosine similarity of the unimodal posterior means of one example, and of different "
                          "examples (its chance level); the gap is the paired difference of the two."),
+        score_table(agg, models, "Latent usage",
+                    [("KL joint", "latent_usage.joint.kl"), ("KL unimodal, mean", "latent_usage.unimodal.kl_mean"),
+                     ("KL unimodal, least", "latent_usage.unimodal.kl_min"),
+                     ("active units joint", "latent_usage.joint.active_units"),
+                     ("active units unimodal, mean", "latent_usage.unimodal.active_units_mean"),
+                     ("active units unimodal, least", "latent_usage.unimodal.active_units_min")],
+                    digits=1, best=None,
+                    note="KL(q(z|x_S) || p(z)) in nats, mean over test examples, for the posterior of all modalities "
+                         "(joint; none for a mixture) and of each single modality (mean and least over modalities); "
+                         "active units: latent dimensions whose posterior mean varies over the test examples with "
+                         "variance above 0.01. A collapsed encoder carries about 0 nats and 0 active units."),
         subset_table(agg, models[0]),
         score_table(agg, models, f"FID, {' / '.join(map(str, counts))} samples per set (lower is better)", fid_scores,
                     digits=1, best="lower",
