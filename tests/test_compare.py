@@ -138,6 +138,8 @@ def test_report_tables_hold_hand_computed_mean_std_and_bold_the_best(tmp_path: P
     subsets = table_rows(md, "Cross-coherence of good by conditioning subset")
     assert subsets == {"m0": ["–", "0.600 ± 0.141"], "m1": ["0.600 ± 0.141", "–"],
                        "m0,m2": ["–", "0.700 ± 0.141"], "m1,m2": ["0.700 ± 0.141", "–"]}
+    # steps and seconds as whole numbers, the test loss with one decimal
+    assert table_rows(md, "Training and evaluation")["good"][:3] == ["10 ± 0", "100.5 ± 0.7", "3 ± 0"]
     # the HTML holds the same cells, opens offline and links only files beside it
     page = paths["html"].read_text()
     assert "<b>0.600 ± 0.141</b>" in page and "<td>0.200 ± 0.141</td>" in page

@@ -44,7 +44,8 @@ Aggregate = Mapping[str, Mapping[str, Mapping[str, Any]]]  # model -> score -> {
 
 @dataclass
 class Table:
-    """Rows of ``mean ± std`` cells; ``higher``/``lower`` picks the bold best per column, ``None``: none."""
+    """Rows of ``mean ± std`` cells with ``digits`` decimals (``column_digits``: per column);
+    ``higher``/``lower`` picks the bold best per column, ``None``: none."""
 
     title: str
     corner: str
@@ -53,11 +54,16 @@ class Table:
     digits: int = 3
     best: str | None = "higher"
     note: str = ""
+    column_digits: list[int] | None = None
+
+    def digits_of(self, column: int) -> int:
+        """The decimals shown in ``column``."""
+        return self.column_digits[column] if self.column_digits else self.digits
 
     def best_rows(self, column: int) -> set[int]:
         """Indices of the rows holding the best mean of ``column`` (all of them on a tie at the
         displayed precision)."""
-        means = {i: round(cells[column]["mean"], self.digits) for i, (_, cells) in enumerate(self.rows)
+        means = {i: round(cells[column]["mean"], self.digits_of(column)) for i, (_, cells) in enumerate(self.rows)
                  if cells[column] is not None}
         if self.best is None or len(means) < 2:
             return set()
@@ -68,7 +74,7 @@ class Table:
         """``(label, [(cell text, bold), ...])`` per row."""
         bold = [self.best_rows(j) for j in range(len(self.columns))]
         return [
-            (label, [(format_cell(cell, self.digits), i in bold[j]) for j, cell in enumerate(cells)])
+            (label, [(format_cell(cell, self.digits_of(j)), i in bold[j]) for j, cell in enumerate(cells)])
             for i, (label, cells) in enumerate(self.rows)
         ]
 
@@ -135,7 +141,8 @@ def run_table(runs: Sequence[Mapping[str, Any]], models: Sequence[str]) -> Table
         ("evaluation s", lambda r: r["result"].get("seconds", {}).get("total")),
     ]
     rows = [(m, [cell(m, get) for _, get in columns]) for m in models]
-    return Table("Training and evaluation", "model", [name for name, _ in columns], rows, digits=1, best=None,
+    return Table("Training and evaluation", "model", [name for name, _ in columns], rows, best=None,
+                 column_digits=[0, 1, 0, 0],
                  note="training s: wall time of the whole run, resumed parts included; evaluation s: the metrics' "
                       "own timings, when the evaluation was computed (a cached one keeps its first timings).")
 
