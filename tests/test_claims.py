@@ -20,6 +20,7 @@ from crmvae.evaluation.claims import (
     coherence_given,
     conditional_fid,
     decide,
+    equivalence,
     leaf,
     polymnist_claims,
     welch_one_sided,
@@ -34,6 +35,18 @@ def test_welch_one_sided_matches_the_formula() -> None:
     greater, less = welch_one_sided(a, b)
     assert greater == pytest.approx(stats.t.sf(t, df)) and less == pytest.approx(stats.t.cdf(t, df))
     assert math.isnan(welch_one_sided([0.3], [0.1, 0.2])[0])  # one seed: no test
+    assert all(math.isnan(p) for p in welch_one_sided([0.1, 0.1], [0.2, 0.2]))  # no spread: no test
+
+
+def test_equivalence_by_two_one_sided_tests() -> None:
+    near = [100.0, 101.0, 102.0]
+    assert equivalence(near, [100.5, 101.5, 102.5], margin=10.0) == HOLDS
+    assert equivalence([130.0, 131.0, 132.0], near, margin=10.0) == FAILS  # 30 apart, significantly beyond 10
+    assert equivalence([80.0, 70.0, 90.0], near, margin=10.0) == UNDECIDED  # 21 apart, but too noisy to say
+    assert equivalence([100.0], [100.0], margin=10.0) == UNDECIDED  # one seed: no test
+    # 12 apart with a tight spread is beyond the margin; with a wide one it is undecided, not "does not hold"
+    assert equivalence([112.0, 112.1, 111.9], [100.0, 100.1, 99.9], margin=10.0) == FAILS
+    assert equivalence([112.0, 104.0, 120.0], [100.0, 100.1, 99.9], margin=10.0) == UNDECIDED
 
 
 def test_a_comparison_holds_fails_or_stays_undecided() -> None:

@@ -20,9 +20,11 @@ from crmvae.evaluation.compare import (
     COMPARE_FILE,
     CompareConfig,
     aggregate,
+    cached_evaluation,
     mean_std,
     run_comparison,
     run_dir,
+    store_evaluation,
 )
 from crmvae.evaluation.evaluate import EvalConfig
 from crmvae.evaluation.records import settings_sha256
@@ -184,6 +186,16 @@ def test_latent_usage_gets_a_table_with_the_joint_kl_absent_for_a_mixture() -> N
     assert "latent_usage.examples.m0" not in comparison["aggregate"]["poe"]
 
 
+def test_the_chance_level_column_is_not_ranked() -> None:
+    results = [{"joint_coherence": 0.5, "cosine_similarity": c, "cosine_similarity_mismatched": c - 0.1}
+               for c in (0.9, 0.2)]
+    comparison = {"config": {"models": ["a", "b"]}, "runs": [],
+                  "aggregate": {"a": aggregate(results[:1]), "b": aggregate(results[1:])}}
+    table = next(t for t in build_tables(comparison) if t.title.startswith("Joint coherence"))
+    assert table.columns == ["joint coherence", "cosine similarity", "cosine, different examples"]
+    assert [table.best_rows(j) for j in range(3)] == [{0, 1}, {0}, set()]
+
+
 def test_format_cell_and_missing_scores() -> None:
     assert format_cell({"mean": 0.25, "std": 0.0, "n": 1}) == "0.250"
     assert format_cell({"mean": 12.345, "std": 1.0, "n": 2}, 1) == "12.3 ± 1.0"
@@ -207,6 +219,7 @@ def test_format_cell_and_missing_scores() -> None:
     ({"budget": ["train.epoch=1"]}, "unknown key"),
     ({"snapshots": [1, 1]}, "snapshots must be distinct epochs >= 1"),
     ({"snapshots": [1, 3], "budget": ["train.lr_schedule=cosine"]}, "set train.lr_horizon_steps"),
+    ({"snapshots": [1, 3], "budget": ["train.max_steps=50"]}, "leave train.max_steps out of the budget"),
 ])
 def test_bad_studies_are_refused_before_anything_runs(tmp_path: Path, change: dict[str, Any], message: str) -> None:
     config = CompareConfig(**{"models": ["crmvae"], "out_dir": str(tmp_path / "out"), **change})
@@ -452,3 +465,68 @@ def test_a_longer_budget_trains_only_the_new_passes(study, tmp_path: Path) -> No
     assert record["summary"]["global_step"] == 6 and record["run_config"]["train"]["epochs"] == 3
     assert [(r["model"], r["seed"]) for r in comparison["runs"]] == [("mvae", 0)]  # the others stop at epoch 2
     assert set(comparison["curves"]["mvae"]) == {"1", "2", "3"}
+
+
+def test_a_run_under_a_cosine_spanning_its_epochs_is_not_continued(study, tmp_path: Path) -> None:
+    """Without snapshots nothing refuses the cosine up front; continuing its run to more epochs
+    would restart the decay, so the run is refused at that point."""
+    config, _, _ = study
+    budget = [b for b in config.budget if not b.startswith("train.epochs")]
+    cosine = CompareConfig(**{**vars(config), "out_dir": str(tmp_path / "report"), "runs_dir": str(tmp_path / "runs"),
+                              "models": ["mvae"], "seeds": [0], "snapshots": [],
+                              "budget": [*budget, "train.lr_schedule=cosine", "train.epochs=1"]})
+    run_comparison(cosine, CountingEvaluate())
+    longer = CompareConfig(**{**vars(cosine), "budget": [*budget, "train.lr_schedule=cosine", "train.epochs=2"]})
+    with pytest.raises(ConfigError, match="under a cosine learning-rate schedule that spans them"):
+        run_comparison(longer, CountingEvaluate())
+
+
+def test_a_record_of_the_default_metrics_counts_with_the_metrics_it_ran(study, tmp_path: Path) -> None:
+    config, _, _ = study
+    report = tmp_path / "report"
+    shutil.copytree(config.out_dir, report)
+    path = report / "records" / "mvae" / "seed0" / "epoch1.json"
+    record = json.loads(path.read_text())
+    record["eval_config"]["metrics"] = None  # left to the dataset's defaults, which ran coherence and more
+    record["metrics_run"] = ["coherence", "fid", "probes"]
+    path.write_text(json.dumps(record))
+    copy = CompareConfig(**{**vars(config), "out_dir": str(report), "runs_dir": str(tmp_path / "runs")})
+    evaluate = CountingEvaluate()
+    run_comparison(copy, evaluate)  # epoch 1 asks for coherence alone: the record serves
+    assert evaluate.calls == []
+    record["metrics_run"] = ["fid"]
+    path.write_text(json.dumps(record))
+    with pytest.raises(ConfigError, match=r"epoch1\.json was made with other settings .* in eval\.metrics"):
+        run_comparison(copy, CountingEvaluate())
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe not utf-8", b'{"entries": [1, "x"]}', b'{"entries": 3}', b"[]"])
+def test_a_damaged_evaluation_cache_is_recomputed(tmp_path: Path, content: bytes) -> None:
+    (tmp_path / "evaluation_cache.json").write_bytes(content)
+    assert cached_evaluation(tmp_path, {"k": 1}) is None
+    store_evaluation(tmp_path, {"k": 1}, {"score": 0.5})
+    assert cached_evaluation(tmp_path, {"k": 1}) == {"score": 0.5}
+
+
+def test_a_record_whose_seed_is_not_an_integer_is_named(study, tmp_path: Path) -> None:
+    config, _, _ = study
+    report = tmp_path / "report"
+    shutil.copytree(config.out_dir, report)
+    path = report / "records" / "mvae" / "seed0" / "epoch1.json"
+    record = json.loads(path.read_text())
+    (report / "records" / "mvae" / "seedX").mkdir()
+    (report / "records" / "mvae" / "seedX" / "epoch1.json").write_text(json.dumps({**record, "seed": "X"}))
+    changed = CompareConfig(**{**vars(config), "out_dir": str(report), "runs_dir": str(tmp_path / "runs")})
+    with pytest.raises(ConfigError, match=r"seedX/epoch1\.json: its model must be a name and its seed"):
+        run_comparison(changed, CountingEvaluate())
+
+
+def test_settings_that_do_not_change_results_do_not_refuse_records(study, tmp_path: Path) -> None:
+    config, _, _ = study
+    report = tmp_path / "report"
+    shutil.copytree(config.out_dir, report)
+    loading = CompareConfig(**{**vars(config), "out_dir": str(report), "runs_dir": str(tmp_path / "runs"),
+                               "budget": [*config.budget, "data.num_workers=1", "train.loggers=[]"]})
+    evaluate = CountingEvaluate()
+    run_comparison(loading, evaluate)
+    assert evaluate.calls == [] and not (tmp_path / "runs").exists()

@@ -76,6 +76,7 @@ def test_schedule_depends_on_epochs(settings: dict[str, Any], depends: bool) -> 
     ({"lr_schedule": "linear"}, "lr_schedule"), ({"lr_warmup_steps": -1}, "lr_warmup_steps"),
     ({"lr_decay_factor": 0.0}, "lr_decay_factor"), ({"grad_clip_norm": 0.0}, "grad_clip_norm"),
     ({"early_stopping_patience": 2}, "validation_size"), ({"kl_warmup_steps": -3}, "kl_warmup_steps"),
+    ({"lr_warmup_steps": 10, "lr_horizon_steps": 10}, r"lr_horizon_steps \(10\) must exceed train.lr_warmup_steps"),
 ])
 def test_bad_controls_are_refused(settings: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -324,3 +325,14 @@ def _png_size(path: Path) -> tuple[int, int]:
 
     with Image.open(path) as image:
         return image.size
+
+
+def test_resuming_a_cosine_that_spans_the_epochs_with_more_epochs_warns(
+    data_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = tmp_path / "out"
+    train(tiny_config(data_dir, "train.epochs=1", "train.grid_examples=0", "train.lr_schedule=cosine"), out)
+    longer = tiny_config(data_dir, "train.epochs=2", "train.grid_examples=0", "train.lr_schedule=cosine")
+    with caplog.at_level(logging.WARNING, logger="crmvae"):
+        train(longer, out, resume=True)
+    assert "train.epochs: 1 -> 2" in caplog.text

@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -315,6 +316,9 @@ def test_a_write_killed_midway_leaves_a_temporary_that_the_next_run_removes(run:
     stale = [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
     assert len(stale) == 1 and stale[0].startswith(".checkpoint.pt.")
     assert (out / "checkpoint.pt").read_bytes() == before
+    fails(capsys, ["train", "--out", str(out), "--resume", "--set", "train.seed=1"], "configuration differs")
+    assert [p.name for p in out.iterdir() if p.name.endswith(".tmp")] == stale  # fresh: perhaps another namespace's
+    age(out / stale[0])
     fails(capsys, ["train", "--out", str(out), "--resume", "--set", "train.seed=1"], "configuration differs")  # any start cleans
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
 
@@ -330,6 +334,12 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path, err
     with pytest.raises(type(error)):  # not an OSError: raised as it is
         fileio.atomic_write(path, write)
     assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+
+
+def age(path: Path) -> None:
+    """Make ``path`` look untouched for longer than a dead writer's temporary may stay."""
+    then = time.time() - fileio.STALE_AFTER_S - 60
+    os.utime(path, (then, then))
 
 
 def test_temporaries_of_live_writers_are_kept(tmp_path: Path) -> None:
@@ -549,5 +559,10 @@ def test_rewriting_a_file_removes_the_temporaries_killed_writes_left_of_it(tmp_p
              for name, host in (("cache.pt", fileio._HOST), ("other.pt", fileio._HOST), ("cache.pt", "elsewhere"))]
     for path in stale:
         path.write_bytes(b"half")
+        age(path)
+    fresh = tmp_path / f".cache.pt.{fileio._HOST}.{proc.pid}.4567abcd.tmp"
+    fresh.write_bytes(b"being written by a process this namespace cannot see")
     fileio.atomic_write(tmp_path / "cache.pt", b"new")
+    assert fresh.exists()
+    fresh.unlink()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([stale[1].name, stale[2].name, "cache.pt"])

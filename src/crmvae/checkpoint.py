@@ -235,9 +235,12 @@ def load_safetensors(path: str | Path, map_location: str | torch.device = "cpu")
     if not isinstance(values, dict) or not isinstance(values.get("model"), dict):
         raise CheckpointError(f"{config_file} has no model section")
     config = from_dict(ModelConfig, values["model"], where=f"{config_file}: model")
+    library = _safetensors_torch()
+    import safetensors  # importable: safetensors.torch is
+
     try:
-        state = _safetensors_torch().load_file(str(weights), device=str(map_location))
-    except Exception as exc:  # safetensors raises its own SafetensorError (and OSError)
+        state = library.load_file(str(weights), device=str(map_location))
+    except (safetensors.SafetensorError, OSError) as exc:
         raise CheckpointError(f"{weights} cannot be read as safetensors ({type(exc).__name__}: {exc})") from None
     model = MultimodalVAE(config)
     load_weights(model, state, weights)

@@ -415,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _out_of_memory(exc: BaseException) -> bool:
     """Whether ``exc`` is a failed allocation: ``MemoryError``, CUDA's ``OutOfMemoryError``, or the
     ``RuntimeError`` of torch's CPU allocator."""
-    return isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in str(exc)
+    return isinstance(exc, (MemoryError, torch.cuda.OutOfMemoryError)) or "can't allocate memory" in str(exc)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

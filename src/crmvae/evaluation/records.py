@@ -109,12 +109,15 @@ def make_record(
     eval_seconds: float,
     grid: str | None,
     model_sha256: str | None = None,
+    metrics_run: list[str] | None = None,
 ) -> dict[str, Any]:
     """The record of one evaluated training state (JSON-ready); ``model_sha256`` is the hash of
-    the evaluated ``model.pt``."""
+    the evaluated ``model.pt``, ``metrics_run`` the metrics that made ``result`` (which
+    ``eval_config`` may leave to the dataset's defaults)."""
     return {
         "format": FORMAT,
         "model": key.model, "seed": key.seed, "epochs": key.epochs, "model_sha256": model_sha256,
+        "metrics_run": metrics_run,
         "train_examples": summary.get("examples_seen"),
         "run_config": dict(run_config), "run_config_sha256": settings_sha256(run_config),
         "eval_config": dict(eval_config), "eval_config_sha256": settings_sha256(eval_config),
@@ -142,6 +145,8 @@ def read_record(path: Path) -> dict[str, Any]:
     if not isinstance(record, dict) or not needed <= record.keys() or record["format"] != FORMAT:
         raise ConfigError(f"{path}: not a study record of format {FORMAT} (needs keys {sorted(needed)}); "
                           f"delete it to recompute it")
+    if not (isinstance(record["model"], str) and all(type(record[k]) is int for k in ("seed", "epochs"))):
+        raise ConfigError(f"{path}: its model must be a name and its seed and epochs integers; delete it to recompute it")
     if path.name != f"epoch{record['epochs']}.json" or path.parent.name != f"seed{record['seed']}" \
             or path.parent.parent.name != record["model"]:
         raise ConfigError(f"{path}: its content is for {record['model']} seed {record['seed']} epoch "
@@ -162,7 +167,8 @@ def record_mismatch(
 ) -> list[str]:
     """Why ``record`` cannot stand for a state trained with ``run_config`` and evaluated with
     ``eval_config``: the differing setting names (``run.train.lr``, ``eval.n_test``), empty when it
-    can. ``eval.metrics`` differs only when the record lacks a metric asked for; ``ignored``
+    can. ``eval.metrics`` differs only when the record lacks a metric asked for (a record left to
+    the dataset's defaults counts with the metrics it ran, ``metrics_run``); ``ignored``
     names settings that do not change results (``train.progress``); a setting the record lacks
     matches at its value in ``run_defaults`` / ``eval_defaults`` (see :func:`differing_keys`)."""
     skip = set(ignored)
@@ -171,6 +177,8 @@ def record_mismatch(
     found = {k: v for k, v in record["eval_config"].items() if k != "metrics"}
     evaluation = [f"eval.{k}" for k in differing_keys(expected, found, eval_defaults) if k not in skip]
     wanted, have = eval_config.get("metrics"), record["eval_config"].get("metrics")
+    if wanted is not None and have is None:
+        have = record.get("metrics_run")
     if wanted is None or have is None:
         if wanted != have:
             evaluation.append("eval.metrics")

@@ -23,8 +23,8 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from ..fileio import atomic_write
-from .claims import ALPHA, CLAIMS, check_claims
+from ..fileio import atomic_write, make_dir
+from .claims import ALPHA, CLAIMS, CLOSE, check_claims
 from .compare import mean_std
 
 RESULTS_FILE = "results.json"
@@ -35,7 +35,8 @@ CLAIMS_NOTE = (
     f"Each claim is a set of one-sided comparisons between models, each decided by Welch's t-test across seeds "
     f"at level {ALPHA} (no multiplicity correction): a claim holds when every comparison is significant in its "
     f"direction, does not hold when any is significant against it, and is undecided otherwise (always with one "
-    f"seed). Effects are differences of means at the last snapshot."
+    f"seed). A claim that two models are close is decided by two one-sided Welch tests against a margin of "
+    f"{CLOSE:.0%} of the second model's mean. Effects are differences of means at the last snapshot."
 )
 FID_NOTE = "FID from a small sample count is biased upward; compare only figures computed with the same count."
 
@@ -45,7 +46,8 @@ Aggregate = Mapping[str, Mapping[str, Mapping[str, Any]]]  # model -> score -> {
 @dataclass
 class Table:
     """Rows of ``mean ± std`` cells with ``digits`` decimals (``column_digits``: per column);
-    ``higher``/``lower`` picks the bold best per column, ``None``: none."""
+    ``best`` ``higher``/``lower`` picks the bold best of each column, ``None``: none
+    (``column_best``: per column)."""
 
     title: str
     corner: str
@@ -55,6 +57,7 @@ class Table:
     best: str | None = "higher"
     note: str = ""
     column_digits: list[int] | None = None
+    column_best: list[str | None] | None = None
 
     def digits_of(self, column: int) -> int:
         """The decimals shown in ``column``."""
@@ -65,9 +68,10 @@ class Table:
         displayed precision)."""
         means = {i: round(cells[column]["mean"], self.digits_of(column)) for i, (_, cells) in enumerate(self.rows)
                  if cells[column] is not None}
-        if self.best is None or len(means) < 2:
+        best = self.column_best[column] if self.column_best else self.best
+        if best is None or len(means) < 2:
             return set()
-        target = max(means.values()) if self.best == "higher" else min(means.values())
+        target = max(means.values()) if best == "higher" else min(means.values())
         return {i for i, mean in means.items() if mean == target}
 
     def text_rows(self) -> list[tuple[str, list[tuple[str, bool]]]]:
@@ -99,15 +103,19 @@ def _sizes(aggregate: Aggregate, prefix: str) -> list[str]:
 
 
 def score_table(
-    aggregate: Aggregate, models: Sequence[str], title: str, scores: Sequence[tuple[str, str]], **kwargs: Any
+    aggregate: Aggregate, models: Sequence[str], title: str, scores: Sequence[tuple[str, str]],
+    unranked: frozenset[str] = frozenset(), **kwargs: Any,
 ) -> Table | None:
     """One row per model, one column per ``(header, score key)`` that some model has; ``None``
-    when no model has any."""
+    when no model has any. Columns of the ``unranked`` score keys get no bold best."""
     scores = [(header, key) for header, key in scores if any(key in aggregate.get(m, {}) for m in models)]
     if not scores:
         return None
     rows = [(m, [aggregate.get(m, {}).get(key) for _, key in scores]) for m in models]
-    return Table(title, "model", [header for header, _ in scores], rows, **kwargs)
+    table = Table(title, "model", [header for header, _ in scores], rows, **kwargs)
+    if unranked:
+        table.column_best = [None if key in unranked else table.best for _, key in scores]
+    return table
 
 
 def by_size_table(aggregate: Aggregate, models: Sequence[str], title: str, prefix: str, **kwargs: Any) -> Table | None:
@@ -172,6 +180,7 @@ def build_tables(comparison: Mapping[str, Any]) -> list[Table]:
                     [("joint coherence", "joint_coherence"), ("cosine similarity", "cosine_similarity"),
                      ("cosine, different examples", "cosine_similarity_mismatched"),
                      ("cosine gap", "cosine_similarity_gap.mean")],
+                    unranked=frozenset({"cosine_similarity_mismatched"}),
                     note="Joint coherence: z ~ p(z), all modalities decoded, fraction on which every classifier agrees. "
                          "Cosine similarity of the unimodal posterior means of one example, and of different "
                          "examples (its chance level); the gap is the paired difference of the two."),
@@ -213,6 +222,11 @@ def build_tables(comparison: Mapping[str, Any]) -> list[Table]:
 # plots and grids
 
 
+def save_figure(fig: Figure, path: Path) -> Path:
+    """Write ``fig`` to ``path`` as a PNG atomically; ``path``."""
+    return atomic_write(path, lambda f: fig.savefig(f, format="png"))
+
+
 def plot_by_size(aggregate: Aggregate, models: Sequence[str], prefix: str, ylabel: str, path: Path) -> Path | None:
     """One line per model of ``<prefix>.<k>`` against k with ±std error bars; ``None`` without data."""
     sizes = _sizes(aggregate, prefix)
@@ -232,9 +246,7 @@ def plot_by_size(aggregate: Aggregate, models: Sequence[str], prefix: str, ylabe
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path)
 
 
 PLOTS = (
@@ -322,9 +334,7 @@ def plot_learning_curves(comparison: Mapping[str, Any], path: Path) -> Path | No
         if i == 1:
             ax.legend(fontsize=7)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -475,10 +485,10 @@ def render_html(report: Report, out_dir: Path) -> str:
 
 
 def write_report(comparison: Mapping[str, Any], out_dir: str | Path | None = None, grids: bool = True) -> dict[str, Any]:
-    """Write ``results.json``, ``report.md``, ``report.html``, ``plots/*.png`` and (``grids``)
-    ``grids/<model>/*.png`` into ``out_dir`` (default: the study's ``out_dir``); their paths."""
-    out = Path(out_dir or comparison["config"]["out_dir"])
-    out.mkdir(parents=True, exist_ok=True)
+    """Write ``results.json``, ``report.md``, ``report.html`` and ``plots/*.png`` into ``out_dir``
+    (default: the study's ``out_dir``), the pages showing (``grids``) each model's generation grid
+    stored beside its records; the paths written and linked."""
+    out = make_dir(out_dir or comparison["config"]["out_dir"])
     models = comparison["config"]["models"]
     report = Report(
         title=f"Comparison on {comparison['config']['dataset']}: {', '.join(models)}",

@@ -60,7 +60,7 @@ from .distributed import (
     wrap,
 )
 from .callbacks import Callback, Callbacks, GenerationGrids, MetricsFile, ProgressReport
-from .controls import beta_scale, learning_rate, validation_split
+from .controls import beta_scale, learning_rate, schedule_depends_on_epochs, validation_split
 from .loggers import LOGGERS
 from .metrics import LOSS, TermSums, stack_values
 from .progress import Progress, live
@@ -79,11 +79,10 @@ OPTIMISATION_KEYS = frozenset({
     "train.lr", "train.lr_schedule", "train.lr_warmup_steps", "train.lr_horizon_steps", "train.lr_decay_every",
     "train.lr_decay_factor", "train.grad_clip_norm",
 })
+#: Settings that do not change a run's results: display, experiment loggers, data loading.
+NON_RESULT_KEYS = frozenset({"train.progress", "train.loggers", "data.num_workers", "data.pin_memory"})
 #: Settings that may differ between a run and its resumption.
-RESUMABLE_KEYS = OPTIMISATION_KEYS | {
-    "train.epochs", "train.max_steps", "train.progress", "train.channels_last", "train.loggers",
-    "data.num_workers", "data.pin_memory",
-}
+RESUMABLE_KEYS = OPTIMISATION_KEYS | NON_RESULT_KEYS | {"train.epochs", "train.max_steps", "train.channels_last"}
 
 
 @dataclass
@@ -470,7 +469,7 @@ class Trainer:
             s.early_stopped = tc.early_stopping_patience is not None and s.epochs_without_improvement >= tc.early_stopping_patience
         return loss
 
-    def _evaluate(self, dataset: MultimodalDataset) -> dict[str, float]:
+    def _evaluate(self, dataset: BatchSource) -> dict[str, float]:
         tc = self.config.train
         return evaluate(self.model, dataset, tc.batch_size, tc.precision, tc.seed, memory_format(tc))
 
@@ -632,7 +631,8 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 def _check_same_run(out: Path, saved: RunConfig, given: RunConfig) -> str:
     """Refuse a resumption whose configuration differs outside :data:`RESUMABLE_KEYS`; return the
-    changes of :data:`OPTIMISATION_KEYS` (``"train.lr: 0.0005 -> 0.001"``, empty when none)."""
+    changes of :data:`OPTIMISATION_KEYS` (``"train.lr: 0.0005 -> 0.001"``, empty when none), and of
+    ``train.epochs`` where a cosine schedule spans the epochs (its learning rate then jumps)."""
     old, new = _flatten(to_dict(saved)), _flatten(to_dict(given))
     differ = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     refused = [k for k in differ if k not in RESUMABLE_KEYS]
@@ -642,7 +642,9 @@ def _check_same_run(out: Path, saved: RunConfig, given: RunConfig) -> str:
             f"cannot resume {out}: the configuration differs from the run's in {details}. "
             f"Only {', '.join(sorted(RESUMABLE_KEYS))} may change on resume"
         )
-    return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differ if k in OPTIMISATION_KEYS)
+    stretched = "train.epochs" in differ and schedule_depends_on_epochs(given.train)
+    return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differ
+                     if k in OPTIMISATION_KEYS or (stretched and k == "train.epochs"))
 
 
 def _rng_state(device: torch.device) -> dict[str, Tensor]:
