@@ -3,10 +3,13 @@
 For each single modality m and for the set of all modalities X, over the test examples that have
 them:
 
-- ``kl_to_prior``: the mean of ``KL(q(z | x_S) || p(z))`` in nats, the information the inference
-  posterior carries about the example. A collapsed expert gives ``q(z | x_m) = p(z)`` (PoE with the
-  prior expert) and 0 nats. It is closed form for every PoE subset and for a single modality of a
-  mixture model (its own expert); the mixture of all modalities has none and is left out.
+- ``kl_to_prior``: the mean of ``KL(q(z | x_S) || p(z))`` in nats. It is the mutual information
+  between x_S and z under the encoder plus ``KL(q(z) || p(z))`` of the aggregate posterior, so an
+  upper bound on what z carries about the input: a collapsed expert gives ``q(z | x_m) = p(z)``
+  (PoE with the prior expert) and 0 nats, while a posterior that differs from the prior in the
+  same way for every input has KL > 0 and no active unit. It is closed form for every PoE subset
+  and for a single modality of a mixture model (its own expert); the mixture of all modalities
+  has none and is left out.
 - ``active_units``: the number of latent dimensions d with ``Var_x(E[z_d | x_S]) > 0.01`` (Burda
   et al. 2016, "Importance weighted autoencoders", section 5.2): the dimensions whose posterior mean
   moves with the input.
