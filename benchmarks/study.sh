@@ -3,7 +3,8 @@
 #
 #   bash benchmarks/study.sh polymnist [STAGE ...]      # every stage, or the given ones
 #   bash benchmarks/study.sh polymnist-short             # the same study at the cpu-short settings
-#   COMMIT=1 bash benchmarks/study.sh polymnist         # git-commit the report folder after each stage
+#   COMMIT=1 bash benchmarks/study.sh polymnist         # git-commit each record as it is written, the report
+#                                                       # folder after each model
 #
 # Every stage is a `crmvae compare` into the same report folder: records already there are reused
 # (a stage whose records all exist trains nothing), so the script can be stopped and rerun at any
@@ -43,6 +44,21 @@ case $dataset in
 esac
 
 selected=("$@")
+if [[ ${COMMIT:-0} == 1 ]]; then
+  # commit each record within a minute of its writing, so that a stop loses only the snapshot in progress
+  (
+    while sleep 60; do
+      new=$(git status --porcelain --untracked-files=all -- "$out/records" | awk '{print $2}' | grep '\.json$' || true)
+      if [[ -n $new ]]; then
+        names=$(sed -e "s|^$out/records/||" -e 's|\.json$||' <<< "$new" | tr '\n' ' ')
+        git add -- "$out/records" && git commit -q -m "$out: records ${names% }" -- "$out/records" \
+          || echo "commit of $out/records failed; the next try commits it" >&2
+      fi
+    done
+  ) &
+  committer=$!
+  trap 'kill $committer 2>/dev/null' EXIT
+fi
 for i in "${!stages[@]}"; do
   stage=$((i + 1))
   if ((${#selected[@]})) && [[ ! " ${selected[*]} " =~ " $stage " ]]; then continue; fi
