@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import RunConfig, load_config, save_config, to_dict
-from ..data import dataset_info
+from ..checkpoint import load_model
+from ..config import RunConfig, from_dict, load_config, save_config, to_dict
+from ..data import dataset_info, load_dataset
 from ..errors import ConfigError
 from ..fileio import atomic_write, file_sha256
 from ..model import MultimodalVAE
@@ -45,9 +46,6 @@ from ..training import (
     train,
 )
 from ..training.progress import format_duration
-from ..checkpoint import load_model
-from ..config import from_dict
-from ..data import load_dataset
 from ..visualize import image_modalities, save_generation_grids, subset_filename
 from .evaluate import EvalConfig, evaluate_checkpoint, metrics_in
 from .records import RECORDS_DIR, RecordKey, find_records, make_record, read_record, record_mismatch, write_record
