@@ -82,6 +82,18 @@ def test_loss_runs_and_backpropagates_for_every_objective(variant):
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
 
 
+@pytest.mark.parametrize("variant", OBJECTIVES, ids=_id)
+def test_every_step_reports_the_same_terms(variant):
+    """The trainer sums terms across steps by position: random subsets or mixture components
+    drawn anew each step must not change which terms there are."""
+    model = make_model(*variant)
+    names = set()
+    for seed in range(8):
+        torch.manual_seed(seed)
+        names.add(tuple(model.loss(make_data(), PARTIAL_MASK).terms))
+    assert len(names) == 1, names
+
+
 def test_loss_is_objective_of_encoders_and_weighted_laplace_decoders(monkeypatch):
     """Model plumbing vs a context assembled here: experts from the encoders, absent ones zeroed,
     the Laplace log-density written out, times the modality weight, zero where absent."""
