@@ -530,3 +530,33 @@ def test_settings_that_do_not_change_results_do_not_refuse_records(study, tmp_pa
     evaluate = CountingEvaluate()
     run_comparison(loading, evaluate)
     assert evaluate.calls == [] and not (tmp_path / "runs").exists()
+
+
+def test_a_variant_with_its_own_objective_parameters_is_a_model_of_its_own(data_dir: Path, tmp_path: Path) -> None:
+    config = CompareConfig(
+        dataset="polymnist", models=["mvae", "MVAE@beta=0.5@num_random_subsets=1"], seeds=[0], preset="cpu-short",
+        budget=[*TINY_BUDGET, f"data.data_dir={data_dir}"], eval=EvalConfig(metrics=["coherence"]),
+        out_dir=str(tmp_path / "report"), runs_dir=str(tmp_path / "runs"),
+    )
+    comparison = run_comparison(config, CountingEvaluate())
+    write_report(comparison)
+    variant = "mvae@beta=0.5@num_random_subsets=1"
+    assert comparison["config"]["models"] == ["mvae", variant]
+    record = json.loads((tmp_path / "report" / "records" / variant / "seed0" / f"epoch{comparison['epochs']}.json").read_text())
+    params = record["run_config"]["model"]["objective_params"]
+    assert params["beta"] == 0.5 and params["num_random_subsets"] == 1 and record["run_config"]["model"]["objective"] == "mvae"
+    plain = json.loads(next((tmp_path / "report" / "records" / "mvae").rglob("*.json")).read_text())
+    assert plain["run_config"]["model"]["objective_params"]["beta"] == 0.1  # the preset's
+    assert f"| {variant} |" in (tmp_path / "report" / "report.md").read_text()
+
+
+@pytest.mark.parametrize(("model", "message"), [
+    ("mvae@beta", "expected objective@key=value, got 'beta'"),
+    ("nope@beta=1", "unknown model/objective 'nope'"),
+    ("mvae@no_such_param=1", "no_such_param"),
+])
+def test_a_bad_variant_is_refused_before_anything_runs(tmp_path: Path, model: str, message: str) -> None:
+    config = CompareConfig(models=[model], out_dir=str(tmp_path / "out"))
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        run_comparison(config)
+    assert not (tmp_path / "out").exists()

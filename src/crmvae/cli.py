@@ -392,8 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     cmp = commands.add_parser("compare", help="train/reuse and evaluate models x seeds, write a report")
     cmp.add_argument("--dataset", default=DEFAULTS["dataset"], help=f"dataset (default {DEFAULTS['dataset']})")
-    cmp.add_argument("--models", required=True, metavar="M1,M2,...", help="objectives to compare; the first is the main one")
-    cmp.add_argument("--seeds", default="0", metavar="S1,S2,...", help="seeds (data.seed and train.seed; default 0)")
+    cmp.add_argument("--models", required=True, metavar="M1,M2,...", help="objectives to compare, or variants with their own objective parameters "
+                     "(crmvae@recon_coef=half); the first is the main one")
+    cmp.add_argument("--seeds", default="0", metavar="S1,S2,...", help="training seeds (train.seed; every seed trains on the same data; default 0)")
     cmp.add_argument("--preset", default="cpu-short", help="preset of every run (default cpu-short)")
     cmp.add_argument("--budget", action="append", default=[], metavar="SECTION.KEY=VALUE",
                      help="a training override applied to every run, e.g. train.epochs=1 (repeatable)")

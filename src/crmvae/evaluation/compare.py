@@ -69,7 +69,9 @@ NOT_SCORES = frozenset({"n_test", "seconds", "samples", "train_examples", "examp
 class CompareConfig:
     """A comparison study: which models and seeds, the shared training budget, the evaluation.
 
-    ``budget`` holds ``section.key=value`` overrides (``train.epochs=1``, ``data.train_size=20000``)
+    ``models`` are objective names, or variants with their own objective parameters
+    (``crmvae@recon_coef=half``, see :func:`model_variant`), each a model of its own in the
+    report. ``budget`` holds ``section.key=value`` overrides (``train.epochs=1``, ``data.train_size=20000``)
     applied identically to every model after the preset. ``snapshots`` lists the epochs at which
     every run is evaluated and recorded (empty: the budget's ``train.epochs`` alone); one run
     trains through them in order, resuming between them, so with the constant learning rate each
@@ -93,11 +95,35 @@ class CompareConfig:
 # configuration
 
 
+#: Separates an objective from its parameters in a study's model name (``crmvae@recon_coef=half``).
+VARIANT_SEPARATOR = "@"
+
+
+def model_variant(name: str) -> tuple[str, list[str]]:
+    """The objective of a study's model name and its parameter overrides: ``"crmvae@recon_coef=half"``
+    is the objective ``crmvae`` with ``model.objective_params.recon_coef=half`` (any number of
+    ``@key=value``); a plain objective name has none. :class:`ConfigError` for an unknown
+    objective or a parameter without a value."""
+    objective, *params = name.split(VARIANT_SEPARATOR)
+    bad = [p for p in params if "=" not in p or not p.split("=", 1)[0]]
+    if bad:
+        raise ConfigError(f"model {name!r}: expected objective@key=value, got {bad[0]!r}")
+    return get_objective(objective).name, [f"model.objective_params.{p}" for p in params]
+
+
+def canonical_model(name: str) -> str:
+    """``name`` with its objective spelled as registered (``MVAE@beta=2`` -> ``mvae@beta=2``)."""
+    objective, _ = model_variant(name)
+    return VARIANT_SEPARATOR.join([objective, *name.split(VARIANT_SEPARATOR)[1:]])
+
+
 def run_config(config: CompareConfig, model: str, seed: int, epochs: int | None = None) -> RunConfig:
-    """The training configuration of ``(model, seed)``: preset, budget, the training seed, then
-    ``train.epochs = epochs`` when given (a snapshot)."""
+    """The training configuration of ``(model, seed)``: preset, budget, the model's own parameters
+    (:func:`model_variant`), the training seed, then ``train.epochs = epochs`` when given (a snapshot)."""
+    objective, params = model_variant(model)
     snapshot = [f"train.epochs={epochs}"] if epochs is not None else []
-    return build_run_config(config.dataset, model, config.preset, [*config.budget, f"train.seed={seed}", *snapshot])
+    return build_run_config(config.dataset, objective, config.preset,
+                            [*config.budget, *params, f"train.seed={seed}", *snapshot])
 
 
 def run_dir(config: CompareConfig, model: str, seed: int) -> Path:
@@ -114,7 +140,7 @@ def validate(config: CompareConfig) -> dict[tuple[str, int], RunConfig]:
         raise ConfigError(f"compare: no models given; available: {sorted(OBJECTIVES)}")
     if not config.seeds:
         raise ConfigError("compare: no seeds given, e.g. seeds [0, 1]")
-    for what, values in (("models", [get_objective(m).name for m in config.models]), ("seeds", config.seeds)):
+    for what, values in (("models", [canonical_model(m) for m in config.models]), ("seeds", config.seeds)):
         repeated = sorted({str(v) for v in values if values.count(v) > 1})
         if repeated:
             raise ConfigError(f"compare: {what} repeated: {', '.join(repeated)}")
@@ -305,8 +331,10 @@ def load_records(config: CompareConfig, final: int) -> dict[RecordKey, dict[str,
     defaults = {"run": _json_roundtrip(to_dict(RunConfig())), "eval": _json_roundtrip(to_dict(EvalConfig()))}
     for path in find_records(Path(config.out_dir)):
         record = read_record(path)
-        if record["model"] not in OBJECTIVES:
-            raise ConfigError(f"{path}: unknown model {record['model']!r}; available: {sorted(OBJECTIVES)}")
+        try:
+            model_variant(record["model"])
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
         key = RecordKey(record["model"], int(record["seed"]), int(record["epochs"]))
         keys = record_mismatch(record, expected_run_settings(config, key), eval_settings(config, key.epochs >= final),
                                ignored=IGNORED_SETTINGS, run_defaults=defaults["run"], eval_defaults=defaults["eval"])
@@ -403,7 +431,7 @@ def run_comparison(
     {mean, std, n, values}}}, "curves": {model: {epochs: aggregate}}, "examples"}``:
     ``runs`` and ``aggregate`` are at the last snapshot, ``curves`` at every snapshot recorded.
     """
-    config = replace(config, models=[get_objective(m).name for m in config.models])
+    config = replace(config, models=[canonical_model(m) for m in config.models])
     configs = validate(config)
     epochs = snapshot_epochs(config)
     final = epochs[-1]
