@@ -44,6 +44,19 @@ case $dataset in
 esac
 
 selected=("$@")
+study_args=(--dataset "$dataset" --preset "$preset" --snapshots 1,3,10 --snapshot-metrics coherence,probes,similarity
+            --n-test 2000 --fid-samples 1000 --eval-set "metrics=$metrics" --eval-set progress=false
+            --runs-dir "$RUNS_DIR/${out##*/}" --out "$out")
+# The report of every record so far, with the study's models in their stage order (the first, CRMVAE,
+# is the main one) and the seeds recorded.
+report_all() {
+  local models="" seeds m
+  for m in $(tr ' ,' '\n\n' <<< "${stages[*]}" | grep -v '^[0-9]*$' | awk '!seen[$0]++'); do
+    [[ -d $out/records/$m ]] && models+="$m,"
+  done
+  seeds=$(find "$out/records" -mindepth 2 -maxdepth 2 -name 'seed*' -printf '%f\n' | sed 's/seed//' | sort -nu | paste -sd,)
+  crmvae compare "${study_args[@]}" --models "${models%,}" --seeds "$seeds" --report-only
+}
 if [[ ${COMMIT:-0} == 1 ]]; then
   # commit each record within a minute of its writing, so that a stop loses only the snapshot in progress
   (
@@ -65,10 +78,8 @@ for i in "${!stages[@]}"; do
   read -r models seeds <<< "${stages[$i]}"
   for model in ${models//,/ }; do
     echo "== $dataset stage $stage: $model seed $seeds ($(date -u +%H:%M:%S))"
-    crmvae compare --dataset "$dataset" --preset "$preset" --models "$model" --seeds "$seeds" \
-      --snapshots 1,3,10 --snapshot-metrics coherence,probes,similarity \
-      --n-test 2000 --fid-samples 1000 --eval-set "metrics=$metrics" --eval-set progress=false \
-      --runs-dir "$RUNS_DIR/${out##*/}" --out "$out"
+    crmvae compare "${study_args[@]}" --models "$model" --seeds "$seeds"
+    report_all
     if [[ ${COMMIT:-0} == 1 ]]; then
       git add "$out" && git commit -q -m "$out: $model seed $seeds recorded after 1, 3 and 10 passes" -- "$out" \
         || echo "commit of $out failed; the next stage commits it" >&2
