@@ -97,3 +97,14 @@ def test_claims_on_constructed_seeds() -> None:
                                          for m in ("crmvae", "mvtcae") for k in range(1, 5)))
     assert check_claims([mvae_lowest], runs, ["crmvae"])[0].verdict == HOLDS
 
+
+
+def test_the_weakest_comparison_is_the_one_with_the_least_evidence() -> None:
+    # k=1: a small but steady lead (significant); k=2: a large but noisy one (not significant)
+    runs = [run("crmvae", [0.30 + 0.001 * s, 0.6 + 0.2 * s]) for s in range(2)]
+    runs += [run("mvtcae", [0.20 + 0.001 * s, 0.3]) for s in range(2)]
+    claim = Claim("(a)", "", tuple(Comparison(f"at k={k}", leaf(f"cross_coherence.by_size.{k}"), "crmvae", "mvtcae")
+                                   for k in (1, 2)))
+    verdict = check_claims([claim], runs, ["crmvae", "mvtcae"])[0]
+    assert verdict.verdict == UNDECIDED and "1 significant" in verdict.effect
+    assert "weakest: crmvae - mvtcae at k=2 = +0.4" in verdict.effect

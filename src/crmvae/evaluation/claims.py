@@ -179,7 +179,8 @@ def _better_verdict(claim: Claim, runs: Sequence[Mapping[str, Any]]) -> Verdict:
     decided = [o for o in outcomes if o is not None]
     verdict = FAILS if any(o.verdict == FAILS for o in decided) else HOLDS if all(o.verdict == HOLDS for o in decided) \
         else UNDECIDED
-    weakest = min(decided, key=lambda o: o.diff * (1 if o.comparison.higher else -1))
+    tested = [o for o in decided if not math.isnan(o.p)]  # the least evidence: largest p, else smallest effect
+    weakest = max(tested, key=lambda o: o.p) if tested else min(decided, key=lambda o: o.diff * (1 if o.comparison.higher else -1))
     right_way = sum((o.diff > 0) == o.comparison.higher and o.diff != 0 for o in decided)
     c = weakest.comparison
     effect = (f"{right_way}/{len(decided)} differences in the claimed direction, "
