@@ -481,16 +481,20 @@ def test_a_run_under_a_cosine_spanning_its_epochs_is_not_continued(study, tmp_pa
         run_comparison(longer, CountingEvaluate())
 
 
-def test_a_record_of_the_default_metrics_counts_with_the_metrics_it_ran(study, tmp_path: Path) -> None:
-    config, _, _ = study
+def copied_study(config: CompareConfig, tmp_path: Path) -> tuple[CompareConfig, Path]:
+    """The study with its report folder copied under ``tmp_path`` (and an empty runs folder there)."""
     report = tmp_path / "report"
     shutil.copytree(config.out_dir, report)
+    return CompareConfig(**{**vars(config), "out_dir": str(report), "runs_dir": str(tmp_path / "runs")}), report
+
+
+def test_a_record_of_the_default_metrics_counts_with_the_metrics_it_ran(study, tmp_path: Path) -> None:
+    copy, report = copied_study(study[0], tmp_path)
     path = report / "records" / "mvae" / "seed0" / "epoch1.json"
     record = json.loads(path.read_text())
     record["eval_config"]["metrics"] = None  # left to the dataset's defaults, which ran coherence and more
     record["metrics_run"] = ["coherence", "fid", "probes"]
     path.write_text(json.dumps(record))
-    copy = CompareConfig(**{**vars(config), "out_dir": str(report), "runs_dir": str(tmp_path / "runs")})
     evaluate = CountingEvaluate()
     run_comparison(copy, evaluate)  # epoch 1 asks for coherence alone: the record serves
     assert evaluate.calls == []
@@ -509,14 +513,10 @@ def test_a_damaged_evaluation_cache_is_recomputed(tmp_path: Path, content: bytes
 
 
 def test_a_record_whose_seed_is_not_an_integer_is_named(study, tmp_path: Path) -> None:
-    config, _, _ = study
-    report = tmp_path / "report"
-    shutil.copytree(config.out_dir, report)
-    path = report / "records" / "mvae" / "seed0" / "epoch1.json"
-    record = json.loads(path.read_text())
+    changed, report = copied_study(study[0], tmp_path)
+    record = json.loads((report / "records" / "mvae" / "seed0" / "epoch1.json").read_text())
     (report / "records" / "mvae" / "seedX").mkdir()
     (report / "records" / "mvae" / "seedX" / "epoch1.json").write_text(json.dumps({**record, "seed": "X"}))
-    changed = CompareConfig(**{**vars(config), "out_dir": str(report), "runs_dir": str(tmp_path / "runs")})
     with pytest.raises(ConfigError, match=r"seedX/epoch1\.json: its model must be a name and its seed"):
         run_comparison(changed, CountingEvaluate())
 
