@@ -195,3 +195,38 @@ def test_a_non_finite_loss_on_one_rank_stops_all(runs: tuple[Path, Path]) -> Non
     """Both ranks raised (asserted in the workers); the checkpoint holds the state before step 2."""
     checkpoint = read_checkpoint(runs[1].parent / "nan" / "checkpoint.pt")
     assert (checkpoint["global_step"], len(checkpoint["rank_rng_states"])) == (1, 2)
+
+
+def _collectives_worker(rank: int, port: int) -> None:
+    """One rank: every collective of :class:`DistContext`; after ``settle`` the backend holds none of
+    the tensors it was lent (a gloo thread dropping the last one at interpreter exit aborts it)."""
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+                            timeout=timedelta(seconds=60))
+    ctx, lent = DistContext(rank, 2, rank), []
+    lend = ctx._lend
+
+    def lend_and_record(tensor: Tensor) -> Tensor:
+        lent.append(tensor)
+        return lend(tensor)
+
+    def fails() -> None:
+        raise ConfigError("raised on rank 0")
+
+    object.__setattr__(ctx, "_lend", lend_and_record)
+    try:
+        mean = ctx.mean(torch.tensor([1.0, 2.0]) * (rank + 1), count=rank + 1, total=3)
+        torch.testing.assert_close(mean, torch.tensor([5.0, 10.0]) / 3)  # (1 * 1 + 2 * 2) / 3
+        assert ctx.gather({"rank": rank, "long": "x" * 1000 * rank}) == [{"rank": 0, "long": ""},
+                                                                         {"rank": 1, "long": "x" * 1000}]
+        assert ctx.from_main(lambda: ("made on", rank)) == ("made on", 0)
+        with pytest.raises(ConfigError, match="raised on rank 0"):
+            ctx.from_main(fails)
+        ctx.settle()
+        assert not ctx._lent and lent
+        assert [t._use_count() for t in lent] == [1] * len(lent)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_collectives_agree_and_settle_returns_every_tensor() -> None:
+    mp.spawn(_collectives_worker, args=(_free_port(),), nprocs=2)

@@ -15,9 +15,11 @@ is the single-process gradient, also for a last batch that does not split evenly
 from __future__ import annotations
 
 import os
+import pickle
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
@@ -50,11 +52,18 @@ def rank_seed(seed: int, rank: int, step: int = 0) -> int:
 
 @dataclass(frozen=True)
 class DistContext:
-    """Where this process stands: its rank among ``world_size`` and its rank on its node."""
+    """Where this process stands: its rank among ``world_size`` and its rank on its node.
+
+    The tensors it hands to collectives stay referenced here until :meth:`settle` sees that the
+    backend has let go of them: a gloo worker thread that drops the last reference to a tensor
+    created in Python must take the GIL, and doing so while the interpreter exits aborts the
+    process (``terminate called without an active exception``).
+    """
 
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    _lent: list[Tensor] = field(default_factory=list, init=False, repr=False, compare=False)
 
     @property
     def enabled(self) -> bool:
@@ -79,7 +88,7 @@ class DistContext:
         """``sum_r count_r values_r / total`` over the ranks: global batch means from shard means."""
         if not self.enabled:
             return values
-        summed = values * count if count else torch.zeros_like(values)
+        summed = self._lend(values * count if count else torch.zeros_like(values))
         dist.all_reduce(summed)
         return summed / total
 
@@ -87,9 +96,16 @@ class DistContext:
         """``obj`` of every rank, in rank order (picklable objects)."""
         if not self.enabled:
             return [obj]
-        out: list[Any] = [None] * self.world_size
-        dist.all_gather_object(out, obj)
-        return out
+        device = _wire_device()
+        payload = _to_bytes(obj)
+        sizes = [self._lend(torch.zeros(1, dtype=torch.int64, device=device)) for _ in range(self.world_size)]
+        dist.all_gather(sizes, self._lend(torch.tensor([len(payload)], device=device)))
+        longest = max(int(size) for size in sizes)
+        padded = self._lend(torch.zeros(longest, dtype=torch.uint8, device=device))
+        padded[: len(payload)] = payload
+        received = [self._lend(torch.empty(longest, dtype=torch.uint8, device=device)) for _ in range(self.world_size)]
+        dist.all_gather(received, padded)
+        return [_from_bytes(data[: int(size)]) for data, size in zip(received, sizes)]
 
     def barrier(self) -> None:
         if self.enabled:
@@ -99,14 +115,18 @@ class DistContext:
         """``fn()`` run on rank 0 alone; its result, or the :class:`CrmvaeError` it raised, reaches every rank."""
         if not self.enabled:
             return fn()
-        box: list[Any] = [None]
+        device = _wire_device()
+        payload = torch.empty(0, dtype=torch.uint8)
         if self.is_main:
             try:
-                box[0] = (fn(), None)
+                payload = _to_bytes((fn(), None))
             except CrmvaeError as exc:
-                box[0] = (None, exc)
-        dist.broadcast_object_list(box, src=0)
-        result, error = box[0]
+                payload = _to_bytes((None, exc))
+        size = self._lend(torch.tensor([len(payload)], device=device))
+        dist.broadcast(size, src=0)
+        data = self._lend(payload.to(device) if self.is_main else torch.empty(int(size), dtype=torch.uint8, device=device))
+        dist.broadcast(data, src=0)
+        result, error = _from_bytes(data)
         if error is not None:
             raise error
         return result
@@ -122,6 +142,42 @@ class DistContext:
         finally:
             if self.local_rank == 0:
                 self.barrier()
+
+    def settle(self, timeout_s: float = 30.0) -> None:
+        """Wait (at most ``timeout_s``) until the backend holds none of the tensors lent to it, then
+        drop them. Call it after the last collective, before the process may exit."""
+        deadline = time.monotonic() + timeout_s
+        while self._lent and time.monotonic() < deadline:
+            self._release_returned()
+            if self._lent:
+                time.sleep(0.001)
+        self._lent.clear()
+
+    def _lend(self, tensor: Tensor) -> Tensor:
+        """``tensor``, kept referenced until the backend has let go of it (see the class docstring)."""
+        self._release_returned()
+        self._lent.append(tensor)
+        return tensor
+
+    def _release_returned(self) -> None:
+        self._lent[:] = [t for t in self._lent if t._use_count() > 1]
+
+
+def _wire_device() -> torch.device:
+    """Where the process group's backend takes its tensors: this process's GPU for NCCL, else the CPU."""
+    if dist.get_backend() == dist.Backend.NCCL:
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _to_bytes(obj: Any) -> Tensor:
+    """``obj`` pickled, as a CPU ``uint8`` tensor."""
+    return torch.frombuffer(bytearray(pickle.dumps(obj)), dtype=torch.uint8)
+
+
+def _from_bytes(data: Tensor) -> Any:
+    """The object :func:`_to_bytes` pickled into ``data``."""
+    return pickle.loads(data.cpu().numpy().tobytes())
 
 
 def detect_context() -> DistContext:

@@ -270,6 +270,7 @@ def train(
             return ctx.from_main(trainer.finish)
         finally:
             trainer.callbacks.close()
+            ctx.settle()
 
 
 # --------------------------------------------------------------------------------------------
