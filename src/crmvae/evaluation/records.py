@@ -20,7 +20,7 @@ import hashlib
 import json
 import platform
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,8 @@ RECORDS_DIR = "records"
 FORMAT = 1
 _RECORD_NAME = re.compile(r"epoch(\d+)\.json")
 _MISSING = object()
+#: Summary entries that reports read as numbers.
+_SUMMARY_NUMBERS = ("examples_seen", "global_step", "test_loss", "train_loss", "wall_time_s", "examples_per_s")
 
 
 @dataclass(frozen=True)
@@ -147,11 +149,60 @@ def read_record(path: Path) -> dict[str, Any]:
                           f"delete it to recompute it")
     if not (isinstance(record["model"], str) and all(type(record[k]) is int for k in ("seed", "epochs"))):
         raise ConfigError(f"{path}: its model must be a name and its seed and epochs integers; delete it to recompute it")
+    wrong = [f"{name} = {_show(record[name])} (expected {expected})" for name, (check, expected) in _FIELDS.items()
+             if name in record and not check(record[name])]
+    result, summary = record["result"], record["summary"]
+    leaves = flatten(result).items() if isinstance(result, dict) else ()
+    wrong += [f"result.{k} = {_show(v)} (expected a number)" for k, v in leaves if not _is_measurement(v)]
+    numbers = [(k, summary[k]) for k in _SUMMARY_NUMBERS if k in summary] if isinstance(summary, dict) else []
+    wrong += [f"summary.{k} = {_show(v)} (expected a number or null)" for k, v in numbers
+              if not (v is None or _is_number(v))]
+    if wrong:
+        more = f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""
+        raise ConfigError(f"{path}: {wrong[0]}{more}; delete it to recompute it")
     if path.name != f"epoch{record['epochs']}.json" or path.parent.name != f"seed{record['seed']}" \
             or path.parent.parent.name != record["model"]:
         raise ConfigError(f"{path}: its content is for {record['model']} seed {record['seed']} epoch "
                           f"{record['epochs']}, not for the place it is stored in")
     return record
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_measurement(value: Any) -> bool:
+    """A result leaf: a number (not a bool), null, or a list of those."""
+    if isinstance(value, list):
+        return all(_is_measurement(v) and not isinstance(v, list) for v in value)
+    return value is None or _is_number(value)
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+#: The record's fields beyond the required names, and the JSON each must hold (when present).
+_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "run_config": (lambda v: isinstance(v, dict), "an object"),
+    "eval_config": (lambda v: isinstance(v, dict), "an object"),
+    "result": (lambda v: isinstance(v, dict), "an object"),
+    "summary": (lambda v: isinstance(v, dict), "an object"),
+    "versions": (lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()), "an object of strings"),
+    "grid": (lambda v: v is None or (isinstance(v, str) and v == Path(v).name and v.endswith(".png")),
+             "null or the name of a .png file beside the record"),
+    "model_sha256": (lambda v: v is None or (isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None),
+                     "null or a sha256 in hex"),
+    "run_config_sha256": (lambda v: isinstance(v, str), "a string"),
+    "eval_config_sha256": (lambda v: isinstance(v, str), "a string"),
+    "metrics_run": (lambda v: v is None or (isinstance(v, list) and all(isinstance(m, str) for m in v)),
+                    "null or a list of metric names"),
+    "train_examples": (lambda v: v is None or (_is_number(v) and v >= 0), "null or a count"),
+    "train_seconds": (lambda v: v is None or _is_number(v), "null or seconds"),
+    "eval_seconds": (lambda v: v is None or _is_number(v), "null or seconds"),
+}
 
 
 def find_records(report_dir: Path) -> list[Path]:
