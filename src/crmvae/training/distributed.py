@@ -143,7 +143,7 @@ class DistContext:
             if self.local_rank == 0:
                 self.barrier()
 
-    def settle(self, timeout_s: float = 30.0) -> None:
+    def settle(self, timeout_s: float = 10.0) -> None:
         """Wait (at most ``timeout_s``) until the backend holds none of the tensors lent to it, then
         drop them. Call it after the last collective, before the process may exit."""
         deadline = time.monotonic() + timeout_s
