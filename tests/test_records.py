@@ -63,3 +63,11 @@ def test_a_damaged_record_names_the_field_and_the_file(tmp_path: Path, change: d
     text = str(caught.value)
     assert text.startswith(f"{path}: {message}") and text.endswith("delete it to recompute it")
     assert len(text) < len(str(path)) + 200  # a long value is cut
+
+
+def test_a_record_missing_the_result_of_a_metric_it_ran_is_refused(tmp_path: Path) -> None:
+    record = _record()
+    del record["result"]["cross_coherence"]
+    path = _write(tmp_path, record)
+    with pytest.raises(ConfigError, match="result has no 'cross_coherence', although metrics_run lists 'coherence'"):
+        read_record(path)

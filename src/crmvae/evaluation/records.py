@@ -27,6 +27,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..fileio import atomic_write, make_dir
+from .evaluate import METRIC_RESULTS
 
 RECORDS_DIR = "records"
 FORMAT = 1
@@ -157,6 +158,9 @@ def read_record(path: Path) -> dict[str, Any]:
     numbers = [(k, summary[k]) for k in _SUMMARY_NUMBERS if k in summary] if isinstance(summary, dict) else []
     wrong += [f"summary.{k} = {_show(v)} (expected a number or null)" for k, v in numbers
               if not (v is None or _is_number(v))]
+    ran = record.get("metrics_run") if isinstance(result, dict) and not wrong else None
+    wrong += [f"result has no {METRIC_RESULTS[m]!r}, although metrics_run lists {m!r}" for m in ran or ()
+              if m in METRIC_RESULTS and METRIC_RESULTS[m] not in result]
     if wrong:
         more = f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""
         raise ConfigError(f"{path}: {wrong[0]}{more}; delete it to recompute it")
