@@ -5,10 +5,18 @@
 ``<out>/tensorboard``: the step records as ``step/<name>`` and the epoch records as
 ``epoch/<name>`` scalars at their global step, and the generation grids as ``grids/<name>``
 images when they are drawn. A resumed run purges the events past its checkpoint.
+
+``wandb`` (``pip install 'crmvae[wandb]'``) logs the same scalars and grids, and the run
+configuration, to a Weights & Biases run whose files go under ``<out>/wandb``. Project, entity
+and mode come from wandb's environment variables (``WANDB_PROJECT``, default ``crmvae``;
+``WANDB_MODE=offline`` where there is no network, then ``wandb sync``). The run's id is kept in
+``<out>/wandb/crmvae-run-id``, so a resumed run continues the same wandb run.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +24,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from ..config import to_dict
 from ..errors import ConfigError
+from ..fileio import atomic_write, make_dir
 from ..registry import Registry
 from .callbacks import Callback
 
@@ -27,6 +37,8 @@ if TYPE_CHECKING:
 LOGGERS: Registry[Callable[[Path], Callback]] = Registry("train/logger")
 
 TENSORBOARD_DIR = "tensorboard"
+WANDB_DIR = "wandb"
+WANDB_ID_FILE = "crmvae-run-id"
 #: Record fields that are positions, not measurements.
 _POSITION_KEYS = frozenset({"kind", "epoch", "step", "global_step", "complete"})
 
@@ -77,3 +89,45 @@ class TensorBoardLogger(Callback):
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+@LOGGERS.register("wandb")
+class WandbLogger(Callback):
+    """Scalars, grids and the run configuration to a Weights & Biases run (files in ``<out>/wandb``)."""
+
+    def __init__(self, out: Path) -> None:
+        try:
+            import wandb
+        except ImportError:
+            raise ConfigError("train.loggers: 'wandb' needs the wandb package: pip install 'crmvae[wandb]'") from None
+        self.wandb = wandb
+        self.out = out
+        self.run: Any = None
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        id_file = self.out / WANDB_DIR / WANDB_ID_FILE
+        resumed = trainer.state.global_step > 0 and id_file.is_file()
+        run_id = id_file.read_text().strip() if resumed else secrets.token_hex(6)
+        make_dir(id_file.parent)
+        atomic_write(id_file, run_id + "\n")
+        self.run = self.wandb.init(
+            project=os.environ.get("WANDB_PROJECT") or "crmvae", name=self.out.name, dir=str(self.out),
+            id=run_id, resume="allow", config=to_dict(trainer.config),
+        )
+
+    def _log(self, prefix: str, record: dict[str, Any]) -> None:
+        self.run.log({f"{prefix}/{name}": value for name, value in scalars(record).items()}, step=record["global_step"])
+
+    def on_log(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        self._log("step", record)
+
+    def on_evaluation(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        self._log("epoch", record)
+
+    def on_grids(self, trainer: Trainer, paths: list[Path]) -> None:
+        self.run.log({f"grids/{path.stem}": self.wandb.Image(str(path)) for path in paths},
+                     step=trainer.state.global_step)
+
+    def close(self) -> None:
+        if self.run is not None:
+            self.run.finish()
