@@ -494,6 +494,7 @@ def test_a_record_of_the_default_metrics_counts_with_the_metrics_it_ran(study, t
     record = json.loads(path.read_text())
     record["eval_config"]["metrics"] = None  # left to the dataset's defaults, which ran coherence and more
     record["metrics_run"] = ["coherence", "fid", "probes"]
+    record["result"].update(fid={"m0": 250.0}, probes={"by_size": {"1": 0.5}})  # what those metrics wrote
     path.write_text(json.dumps(record))
     evaluate = CountingEvaluate()
     run_comparison(copy, evaluate)  # epoch 1 asks for coherence alone: the record serves

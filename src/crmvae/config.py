@@ -15,6 +15,7 @@ import json
 import math
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -200,6 +201,18 @@ class RunConfig:
 def to_dict(cfg: Any) -> dict[str, Any]:
     """A plain nested dict (YAML/JSON-safe) of a config dataclass."""
     return dataclasses.asdict(cfg)
+
+
+def flatten(value: Any, prefix: str = "", lists: bool = False) -> dict[str, Any]:
+    """``{"a.b.c": leaf}`` for nested mappings; lists are leaves, or with ``lists`` their mappings
+    are flattened too (``"a.b[0].c"``)."""
+    if isinstance(value, Mapping):
+        items = [(f"{prefix}.{k}" if prefix else str(k), v) for k, v in value.items()]
+    elif lists and isinstance(value, list) and any(isinstance(v, Mapping) for v in value):
+        items = [(f"{prefix}[{i}]", v) for i, v in enumerate(value)]
+    else:
+        return {prefix: value}
+    return {key: leaf for k, v in items for key, leaf in flatten(v, k, lists).items()}
 
 
 def from_dict(cls: type[T], data: Any, where: str = "") -> T:

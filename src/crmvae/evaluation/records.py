@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..config import flatten
 from ..errors import ConfigError
 from ..fileio import atomic_write, make_dir
 from .evaluate import METRIC_RESULTS
@@ -58,16 +59,6 @@ def canonical_json(value: Any) -> str:
 def settings_sha256(value: Any) -> str:
     """sha256 of :func:`canonical_json` of ``value``."""
     return hashlib.sha256(canonical_json(value).encode()).hexdigest()
-
-
-def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested mappings as ``{"a.b.c": leaf}``; lists are leaves."""
-    if not isinstance(value, Mapping):
-        return {prefix: value}
-    flat: dict[str, Any] = {}
-    for key, item in value.items():
-        flat.update(flatten(item, f"{prefix}.{key}" if prefix else str(key)))
-    return flat
 
 
 def differing_keys(

@@ -40,6 +40,7 @@ from ..config import (
     ModelConfig,
     RunConfig,
     TrainConfig,
+    flatten,
     from_dict,
     save_config,
     to_dict,
@@ -619,22 +620,11 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, state: dict[str, Any], pat
                     )
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"a.b[0].c": leaf}`` for nested dicts and lists of dicts."""
-    if isinstance(value, dict):
-        items = [(f"{prefix}.{k}" if prefix else str(k), v) for k, v in value.items()]
-    elif isinstance(value, list) and any(isinstance(v, dict) for v in value):
-        items = [(f"{prefix}[{i}]", v) for i, v in enumerate(value)]
-    else:
-        return {prefix: value}
-    return {key: leaf for k, v in items for key, leaf in _flatten(v, k).items()}
-
-
 def _check_same_run(out: Path, saved: RunConfig, given: RunConfig) -> str:
     """Refuse a resumption whose configuration differs outside :data:`RESUMABLE_KEYS`; return the
     changes of :data:`OPTIMISATION_KEYS` (``"train.lr: 0.0005 -> 0.001"``, empty when none), and of
     ``train.epochs`` where a cosine schedule spans the epochs (its learning rate then jumps)."""
-    old, new = _flatten(to_dict(saved)), _flatten(to_dict(given))
+    old, new = flatten(to_dict(saved), lists=True), flatten(to_dict(given), lists=True)
     differ = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     refused = [k for k in differ if k not in RESUMABLE_KEYS]
     if refused:
