@@ -1,5 +1,6 @@
-"""The Weights & Biases logger: what it hands to wandb (against a stand-in module that records the
-calls), the run id kept across a resume, and, with the real package, an offline run."""
+"""The experiment loggers. Weights & Biases: what it hands to wandb (against a stand-in module that
+records the calls), the run id kept across a resume, and, with the real package, an offline run.
+MLflow: a real SQLite tracking store, read back with MLflow's client."""
 
 from __future__ import annotations
 
@@ -11,11 +12,17 @@ from typing import Any
 
 import pytest
 
-from crmvae.config import RunConfig, load_config, to_dict
+from crmvae.config import RunConfig, flatten, load_config, to_dict
 from crmvae.errors import ConfigError
 from crmvae.training import read_metrics, train
-from crmvae.training.loggers import WANDB_DIR, WANDB_ID_FILE, scalars
+from crmvae.training.loggers import MLFLOW_ID_FILE, WANDB_DIR, WANDB_ID_FILE, mlflow_name, scalars
 from test_training import tiny_config
+
+
+def hide_package(monkeypatch: pytest.MonkeyPatch, package: str) -> None:
+    """Make ``import package`` (and of any of its modules) raise ImportError, as if not installed."""
+    for name in [package, *(m for m in sys.modules if m.startswith(f"{package}."))]:
+        monkeypatch.setitem(sys.modules, name, None)
 
 
 class RecordingRun:
@@ -88,7 +95,7 @@ def test_a_resumed_run_continues_the_same_wandb_run(data_dir: Path, tmp_path: Pa
 
 
 def test_wandb_missing_is_a_config_error(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb raises ImportError
+    hide_package(monkeypatch, "wandb")
     with pytest.raises(ConfigError, match=r"'wandb' needs the wandb package: pip install 'crmvae\[wandb\]'"):
         train(tiny_config(data_dir, "train.loggers=[wandb]"), tmp_path / "out")
 
@@ -104,3 +111,71 @@ def test_an_offline_wandb_run_holds_the_scalars_and_grids(data_dir: Path, tmp_pa
     content = log.read_bytes()
     for name in ("step/loss", "step/kl/joint||prior", "epoch/test_loss", "grids/prior_samples"):
         assert name.encode() in content, name
+
+
+# --------------------------------------------------------------------------------------------
+# MLflow, with a SQLite tracking store in the test's folder
+
+
+@pytest.fixture
+def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A client of an empty SQLite tracking store that the logger will use (artifacts in ``tmp_path``)."""
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(tmp_path)  # MLflow puts the artifacts of a SQLite store in ./mlruns
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    return MlflowClient()
+
+
+def history(client: Any, run_id: str, name: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, name))
+
+
+def test_mlflow_gets_the_config_the_metrics_file_and_the_grids(data_dir: Path, tmp_path: Path, mlflow_store: Any) -> None:
+    result = train(tiny_config(data_dir, "train.loggers=[mlflow]"), tmp_path / "out")
+    run = mlflow_store.get_run((result.out_dir / MLFLOW_ID_FILE).read_text().strip())
+    assert run.info.run_name == "out" and run.info.status == "FINISHED"
+    assert mlflow_store.get_experiment(run.info.experiment_id).name == "crmvae"
+    config = to_dict(load_config(RunConfig, result.config_path))
+    assert run.data.params["train.lr"] == str(config["train"]["lr"])
+    assert run.data.params["model.objective"] == "crmvae" and len(run.data.params) == len(flatten(config))
+    records = read_metrics(result.metrics_path)
+    steps = [(r["global_step"], r["loss"]) for r in records if r["kind"] == "step"]
+    assert history(mlflow_store, run.info.run_id, "step/loss") == pytest.approx(steps)
+    assert [s for s, _ in history(mlflow_store, run.info.run_id, "epoch/test_loss")] == [8, 16]
+    assert "step/kl/joint__prior" in run.data.metrics  # kl/joint||prior, in MLflow's alphabet
+    grids = mlflow_store.list_artifacts(run.info.run_id, "grids")
+    assert sorted(Path(a.path).name for a in grids) == sorted(p.name for p in result.grids)
+
+
+def test_a_resumed_run_continues_the_same_mlflow_run(data_dir: Path, tmp_path: Path, mlflow_store: Any) -> None:
+    config = tiny_config(data_dir, "train.loggers=[mlflow]")
+    out = tmp_path / "out"
+    train(RunConfig(config.data, config.model, replace(config.train, max_steps=6)), out)
+    run_id = (out / MLFLOW_ID_FILE).read_text().strip()
+    assert mlflow_store.get_run(run_id).info.status == "FINISHED"
+    train(config, out, resume=True)
+    assert (out / MLFLOW_ID_FILE).read_text().strip() == run_id
+    assert len(mlflow_store.search_runs([mlflow_store.get_run(run_id).info.experiment_id])) == 1
+    steps = [(r["global_step"], r["loss"]) for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "step"]
+    assert history(mlflow_store, run_id, "step/loss") == pytest.approx(steps)  # each step once
+
+
+def test_an_unusable_mlflow_store_is_a_config_error(data_dir: Path, tmp_path: Path, mlflow_store: Any,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "nope://nowhere")
+    with pytest.raises(ConfigError, match=r"train.loggers: 'mlflow': nope://nowhere: .*set MLFLOW_TRACKING_URI"):
+        train(tiny_config(data_dir, "train.loggers=[mlflow]"), tmp_path / "out")
+
+
+def test_mlflow_missing_is_a_config_error(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    hide_package(monkeypatch, "mlflow")
+    with pytest.raises(ConfigError, match=r"'mlflow' needs the mlflow package: pip install 'crmvae\[mlflow\]'"):
+        train(tiny_config(data_dir, "train.loggers=[mlflow]"), tmp_path / "out")
+
+
+def test_mlflow_names_keep_its_alphabet() -> None:
+    assert mlflow_name("step/kl/joint||prior") == "step/kl/joint__prior"
+    assert mlflow_name("epoch/val_loss") == "epoch/val_loss" and mlflow_name("a.b-c d:e") == "a.b-c d:e"

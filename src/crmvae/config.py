@@ -158,7 +158,7 @@ class TrainConfig:
     validation_size: int = 0
     #: Epochs without a lower validation loss after which training stops; null: never.
     early_stopping_patience: int | None = None
-    #: Extra experiment loggers by name (``tensorboard``, ``wandb``); ``metrics.jsonl`` is always written.
+    #: Extra experiment loggers by name (``tensorboard``, ``wandb``, ``mlflow``); ``metrics.jsonl`` is always written.
     loggers: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
