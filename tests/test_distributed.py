@@ -199,20 +199,20 @@ def test_a_non_finite_loss_on_one_rank_stops_all(runs: tuple[Path, Path]) -> Non
 
 def _collectives_worker(rank: int, port: int) -> None:
     """One rank: every collective of :class:`DistContext`; after ``settle`` the backend holds none of
-    the tensors it was lent (a gloo thread dropping the last one at interpreter exit aborts it)."""
+    the tensors handed to it (a gloo thread dropping the last one at interpreter exit aborts it)."""
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
                             timeout=timedelta(seconds=60))
-    ctx, lent = DistContext(rank, 2, rank), []
-    lend = ctx._lend
+    ctx, handed = DistContext(rank, 2, rank), []
+    track = ctx._track
 
-    def lend_and_record(tensor: Tensor) -> Tensor:
-        lent.append(tensor)
-        return lend(tensor)
+    def track_and_record(tensor: Tensor) -> Tensor:
+        handed.append(tensor)
+        return track(tensor)
 
     def fails() -> None:
         raise ConfigError("raised on rank 0")
 
-    object.__setattr__(ctx, "_lend", lend_and_record)
+    object.__setattr__(ctx, "_track", track_and_record)
     try:
         mean = ctx.mean(torch.tensor([1.0, 2.0]) * (rank + 1), count=rank + 1, total=3)
         torch.testing.assert_close(mean, torch.tensor([5.0, 10.0]) / 3)  # (1 * 1 + 2 * 2) / 3
@@ -222,8 +222,8 @@ def _collectives_worker(rank: int, port: int) -> None:
         with pytest.raises(ConfigError, match="raised on rank 0"):
             ctx.from_main(fails)
         ctx.settle()
-        assert not ctx._lent and lent
-        assert [t._use_count() for t in lent] == [1] * len(lent)
+        assert not ctx._pending and handed
+        assert [t._use_count() for t in handed] == [1] * len(handed)
     finally:
         dist.destroy_process_group()
 

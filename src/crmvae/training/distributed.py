@@ -63,7 +63,7 @@ class DistContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
-    _lent: list[Tensor] = field(default_factory=list, init=False, repr=False, compare=False)
+    _pending: list[Tensor] = field(default_factory=list, init=False, repr=False, compare=False)
 
     @property
     def enabled(self) -> bool:
@@ -88,7 +88,7 @@ class DistContext:
         """``sum_r count_r values_r / total`` over the ranks: global batch means from shard means."""
         if not self.enabled:
             return values
-        summed = self._lend(values * count if count else torch.zeros_like(values))
+        summed = self._track(values * count if count else torch.zeros_like(values))
         dist.all_reduce(summed)
         return summed / total
 
@@ -98,12 +98,12 @@ class DistContext:
             return [obj]
         device = _wire_device()
         payload = _to_bytes(obj)
-        sizes = [self._lend(torch.zeros(1, dtype=torch.int64, device=device)) for _ in range(self.world_size)]
-        dist.all_gather(sizes, self._lend(torch.tensor([len(payload)], device=device)))
+        sizes = [self._track(torch.zeros(1, dtype=torch.int64, device=device)) for _ in range(self.world_size)]
+        dist.all_gather(sizes, self._track(torch.tensor([len(payload)], device=device)))
         longest = max(int(size) for size in sizes)
-        padded = self._lend(torch.zeros(longest, dtype=torch.uint8, device=device))
+        padded = self._track(torch.zeros(longest, dtype=torch.uint8, device=device))
         padded[: len(payload)] = payload
-        received = [self._lend(torch.empty(longest, dtype=torch.uint8, device=device)) for _ in range(self.world_size)]
+        received = [self._track(torch.empty(longest, dtype=torch.uint8, device=device)) for _ in range(self.world_size)]
         dist.all_gather(received, padded)
         return [_from_bytes(data[: int(size)]) for data, size in zip(received, sizes)]
 
@@ -122,9 +122,9 @@ class DistContext:
                 payload = _to_bytes((fn(), None))
             except CrmvaeError as exc:
                 payload = _to_bytes((None, exc))
-        size = self._lend(torch.tensor([len(payload)], device=device))
+        size = self._track(torch.tensor([len(payload)], device=device))
         dist.broadcast(size, src=0)
-        data = self._lend(payload.to(device) if self.is_main else torch.empty(int(size), dtype=torch.uint8, device=device))
+        data = self._track(payload.to(device) if self.is_main else torch.empty(int(size), dtype=torch.uint8, device=device))
         dist.broadcast(data, src=0)
         result, error = _from_bytes(data)
         if error is not None:
@@ -144,23 +144,23 @@ class DistContext:
                 self.barrier()
 
     def settle(self, timeout_s: float = 10.0) -> None:
-        """Wait (at most ``timeout_s``) until the backend holds none of the tensors lent to it, then
+        """Wait (at most ``timeout_s``) until the backend holds none of the tensors handed to it, then
         drop them. Call it after the last collective, before the process may exit."""
         deadline = time.monotonic() + timeout_s
-        while self._lent and time.monotonic() < deadline:
-            self._release_returned()
-            if self._lent:
+        while self._pending and time.monotonic() < deadline:
+            self._drop_released()
+            if self._pending:
                 time.sleep(0.001)
-        self._lent.clear()
+        self._pending.clear()
 
-    def _lend(self, tensor: Tensor) -> Tensor:
+    def _track(self, tensor: Tensor) -> Tensor:
         """``tensor``, kept referenced until the backend has let go of it (see the class docstring)."""
-        self._release_returned()
-        self._lent.append(tensor)
+        self._drop_released()
+        self._pending.append(tensor)
         return tensor
 
-    def _release_returned(self) -> None:
-        self._lent[:] = [t for t in self._lent if t._use_count() > 1]
+    def _drop_released(self) -> None:
+        self._pending[:] = [t for t in self._pending if t._use_count() > 1]
 
 
 def _wire_device() -> torch.device:
