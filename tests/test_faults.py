@@ -34,7 +34,7 @@ from crmvae.model import MultimodalVAE
 from crmvae.nets import NETWORKS
 from crmvae.objectives import OBJECTIVES, get_objective
 from crmvae.presets import build_run_config
-from crmvae.training import train, trainer
+from crmvae.training import read_metrics, train, trainer
 from crmvae.training.progress import show_messages
 
 Capsys = pytest.CaptureFixture[str]
@@ -506,6 +506,48 @@ def test_unreadable_config_file_is_one_line(tmp_path: Path, capsys: Capsys, cont
     path = tmp_path / "config.yaml"
     path.write_bytes(content)
     fails(capsys, ["train", "--config", str(path)], str(path), words)
+
+
+@pytest.mark.parametrize("content", [b"", b"null\n", b"# only a comment\n"])
+@pytest.mark.parametrize("command", ["resume", "generate", "evaluate"])
+def test_an_empty_run_config_is_refused_not_read_as_defaults(
+    run: Path, tmp_path: Path, capsys: Capsys, content: bytes, command: str
+) -> None:
+    out = copy_run(run, tmp_path)
+    (out / "config.yaml").write_bytes(content)
+    args = {"resume": ["train", "--out", str(out), "--resume", "--epochs", "2"],
+            "generate": ["generate", str(out / "model.pt"), "--n", "2"],
+            "evaluate": ["evaluate", str(out / "model.pt"), "--metrics", "similarity", "--n-test", "8"]}[command]
+    fails(capsys, args, f"{out / 'config.yaml'} is empty")
+
+
+#: Damaged metrics.jsonl lines before the last: (the text, words of the message).
+METRICS_DAMAGE = {
+    "not UTF-8": (b"\xff\xfe{}\n", "not UTF-8 text"),
+    "not JSON": (b'{"global_step": 1\n{"global_step": 2}\n', "line 1: not JSON"),
+    "an array": (b'[1, 2]\n{"global_step": 2}\n', "line 1: '[1, 2]' is not a JSON object"),
+    "null": (b'null\n{"global_step": 2}\n', "line 1: 'null' is not a JSON object"),
+    "a text step": (b'{"global_step": "3"}\n', "line 1: global_step '3' is not an integer"),
+}
+
+
+@pytest.mark.parametrize("case", METRICS_DAMAGE)
+def test_a_damaged_metrics_log_is_one_line_on_resume(run: Path, tmp_path: Path, capsys: Capsys, case: str) -> None:
+    out = copy_run(run, tmp_path)
+    content, words = METRICS_DAMAGE[case]
+    (out / "metrics.jsonl").write_bytes(content)
+    fails(capsys, ["train", "--out", str(out), "--resume", "--epochs", "2"], str(out / "metrics.jsonl"), words, "move it aside")
+    assert (out / "metrics.jsonl").read_bytes() == content
+
+
+def test_a_line_torn_by_a_kill_is_dropped_on_resume(run: Path, tmp_path: Path) -> None:
+    out = copy_run(run, tmp_path)
+    log = out / "metrics.jsonl"
+    whole = read_metrics(log)
+    log.write_text(log.read_text() + '{"kind": "step", "global_st')
+    assert read_metrics(log) == whole
+    assert main(["train", "--out", str(out), "--resume", "--epochs", "2", "--set", "train.progress=false"]) == 0
+    assert read_metrics(log)[: len(whole)] == whole
 
 
 def test_an_unusable_run_file_is_one_line(run: Path, tmp_path: Path, capsys: Capsys) -> None:

@@ -230,7 +230,7 @@ def load_safetensors(path: str | Path, map_location: str | torch.device = "cpu")
             raise CheckpointError(f"{needed} does not exist (an export is {SAFETENSORS_FILE} with {EXPORT_CONFIG_FILE} beside it)")
     try:
         values = yaml.safe_load(config_file.read_text())
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{config_file}: not valid YAML: {exc}") from None
     if not isinstance(values, dict) or not isinstance(values.get("model"), dict):
         raise CheckpointError(f"{config_file} has no model section")

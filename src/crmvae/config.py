@@ -316,7 +316,9 @@ def load_config(cls: type[T], path: str | Path) -> T:
         data = yaml.safe_load(path.read_text())  # JSON is a subset of YAML
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid YAML/JSON: {exc}") from None
-    return from_dict(cls, data or {}, where=str(path))
+    if data is None:
+        raise ConfigError(f"{path} is empty: expected a {cls.__name__} mapping")
+    return from_dict(cls, data, where=str(path))
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..errors import CheckpointError
 from ..fileio import append_text, atomic_write
 from ..objectives import ObjectiveOutput
 
@@ -67,17 +68,11 @@ class MetricsLog:
         self.path = Path(path)
 
     def truncate_after(self, global_step: int) -> None:
-        """Drop records with ``global_step`` beyond a resumed checkpoint's (and torn lines)."""
+        """Drop records with ``global_step`` beyond a resumed checkpoint's (and a line torn by a
+        kill mid-write); any other damage is a :class:`CheckpointError`."""
         if not self.path.exists():
             return
-        kept = []
-        for line in self.path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:  # a line torn by a kill mid-write
-                continue
-            if record.get("global_step", 0) <= global_step:
-                kept.append(line + "\n")
+        kept = [json.dumps(r) + "\n" for r in read_metrics(self.path) if r.get("global_step", 0) <= global_step]
         atomic_write(self.path, "".join(kept))
 
     def write(self, record: dict[str, Any]) -> None:
@@ -85,5 +80,31 @@ class MetricsLog:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """All records of a ``metrics.jsonl`` file."""
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    """The records of a ``metrics.jsonl`` file, without a last line torn by a kill mid-write.
+
+    Raises :class:`CheckpointError` naming the file and line of any other damage: bytes that are
+    not UTF-8, a line that is not a JSON object, or a ``global_step`` that is not an integer.
+    """
+    path = Path(path)
+    advice = "move it aside to go on without the run's earlier log"
+    try:
+        lines = path.read_bytes().decode().splitlines()
+    except UnicodeDecodeError as exc:
+        raise CheckpointError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); {advice}") from None
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            if number == len(lines):  # torn by a kill mid-write
+                break
+            raise CheckpointError(f"{path} line {number}: not JSON ({line[:40]!r}); {advice}") from None
+        if not isinstance(record, dict):
+            raise CheckpointError(f"{path} line {number}: {line[:40]!r} is not a JSON object; {advice}")
+        step = record.get("global_step", 0)
+        if not isinstance(step, int) or isinstance(step, bool):
+            raise CheckpointError(f"{path} line {number}: global_step {step!r} is not an integer; {advice}")
+        records.append(record)
+    return records
