@@ -179,3 +179,21 @@ def test_mlflow_missing_is_a_config_error(data_dir: Path, tmp_path: Path, monkey
 def test_mlflow_names_keep_its_alphabet() -> None:
     assert mlflow_name("step/kl/joint||prior") == "step/kl/joint__prior"
     assert mlflow_name("epoch/val_loss") == "epoch/val_loss" and mlflow_name("a.b-c d:e") == "a.b-c d:e"
+
+
+@pytest.mark.parametrize("content, shown", [(b"\xff\xfe", "bytes that are not UTF-8"), (b"", "''"),
+                                            (b"../../etc x\n", "'../../etc x'")])
+@pytest.mark.parametrize("tool", ["wandb", "mlflow"])
+def test_a_damaged_run_id_file_is_a_config_error_on_resume(data_dir: Path, tmp_path: Path, request: pytest.FixtureRequest,
+                                                          tool: str, content: bytes, shown: str) -> None:
+    request.getfixturevalue("wandb" if tool == "wandb" else "mlflow_store")
+    config = tiny_config(data_dir, f"train.loggers=[{tool}]")
+    out = tmp_path / "out"
+    train(RunConfig(config.data, config.model, replace(config.train, max_steps=6)), out)
+    id_file = out / WANDB_DIR / WANDB_ID_FILE if tool == "wandb" else out / MLFLOW_ID_FILE
+    id_file.write_bytes(content)
+    name = "wandb" if tool == "wandb" else "MLflow"
+    with pytest.raises(ConfigError, match=rf"{id_file} holds {shown}, not a {name} run id; delete it to log the resumed run"):
+        train(config, out, resume=True)
+    id_file.unlink()
+    train(config, out, resume=True)  # a new run for the rest

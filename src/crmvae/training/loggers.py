@@ -52,6 +52,8 @@ WANDB_ID_FILE = "crmvae-run-id"
 MLFLOW_ID_FILE = "mlflow-run-id"
 #: What MLflow's metric and parameter names may not contain.
 _MLFLOW_UNSAFE = re.compile(r"[^\w.\- /:]")
+#: What a stored run id may be: wandb's and MLflow's ids are letters, digits, ``-`` and ``_``.
+_RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 #: Record fields that are positions, not measurements.
 _POSITION_KEYS = frozenset({"kind", "epoch", "step", "global_step", "complete"})
 
@@ -120,7 +122,7 @@ class WandbLogger(Callback):
     def on_train_start(self, trainer: Trainer) -> None:
         id_file = self.out / WANDB_DIR / WANDB_ID_FILE
         resumed = trainer.state.global_step > 0 and id_file.is_file()
-        run_id = id_file.read_text().strip() if resumed else secrets.token_hex(6)
+        run_id = stored_run_id(id_file, "wandb") if resumed else secrets.token_hex(6)
         make_dir(id_file.parent)
         atomic_write(id_file, run_id + "\n")
         self.run = self.wandb.init(
@@ -144,6 +146,19 @@ class WandbLogger(Callback):
     def close(self) -> None:
         if self.run is not None:
             self.run.finish()
+
+
+def stored_run_id(id_file: Path, tool: str) -> str:
+    """The run id a resumed run continues, read from ``id_file``; a damaged file is a
+    :class:`ConfigError` that says how to start a new run of ``tool`` instead."""
+    try:
+        text = id_file.read_bytes().decode().strip()
+    except UnicodeDecodeError:
+        text = None
+    if text is None or not _RUN_ID.fullmatch(text):
+        shown = "bytes that are not UTF-8" if text is None else repr(text[:40])
+        raise ConfigError(f"{id_file} holds {shown}, not a {tool} run id; delete it to log the resumed run as a new {tool} run")
+    return text
 
 
 def mlflow_name(name: str) -> str:
@@ -175,7 +190,7 @@ class MlflowLogger(Callback):
         try:
             self.client = self.client_class()
             if trainer.state.global_step > 0 and id_file.is_file():
-                self.run_id = id_file.read_text().strip()
+                self.run_id = stored_run_id(id_file, "MLflow")
                 self.client.update_run(self.run_id, status="RUNNING")
                 return
             name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or "crmvae"
