@@ -494,8 +494,14 @@ def test_flags_apply_after_set_and_the_config_is_checked_once(tmp_path: Path) ->
 # other things a new user tries
 
 
-def test_a_folder_given_as_checkpoint_is_one_line(run: Path, capsys: Capsys) -> None:
-    fails(capsys, ["info", str(run)], f"checkpoint {run} is a folder; give a model.pt or checkpoint.pt file")
+@pytest.mark.parametrize("command", ["info", "generate", "evaluate", "export"])
+def test_a_folder_without_a_model_is_one_line(tmp_path: Path, capsys: Capsys, command: str) -> None:
+    fails(capsys, [command, str(tmp_path)], f"folder {tmp_path} holds none of model.pt, checkpoint.pt or model.safetensors")
+
+
+def test_a_folder_given_as_checkpoint_is_one_line(run: Path) -> None:
+    with pytest.raises(CheckpointError, match=f"checkpoint {run} is a folder; give a model.pt or checkpoint.pt file"):
+        read_checkpoint(run)
 
 
 @pytest.mark.parametrize("content, words", [

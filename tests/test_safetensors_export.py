@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import sys
 from pathlib import Path
@@ -90,3 +91,38 @@ def test_without_the_package_the_error_says_how_to_install_it(tmp_path: Path, mo
     monkeypatch.setitem(sys.modules, "safetensors.torch", None)
     with pytest.raises(CheckpointError, match=r"pip install safetensors"):
         export_safetensors(tiny_model(), tmp_path)
+
+
+def test_every_command_takes_an_export_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from test_faults import FAST, user_data
+
+    run, export = tmp_path / "run", tmp_path / "export"
+    assert main(["train", "--data", str(user_data(tmp_path / "data")), "--out", str(run), "--epochs", "1", *FAST]) == 0
+    assert main(["export", str(run), "--out", str(export)]) == 0
+    capsys.readouterr()
+    infos = []
+    for path in (run / "model.pt", export):
+        assert main(["info", str(path), "--json"]) == 0
+        infos.append(json.loads(capsys.readouterr().out))
+    assert infos[1]["kind"] == "safetensors export" and infos[1]["dataset"] == "user"
+    assert {k: infos[1][k] for k in ("objective", "latent_dim", "modalities", "parameters")} == {
+        k: infos[0][k] for k in ("objective", "latent_dim", "modalities", "parameters")}
+    results = []
+    for path in (run / "model.pt", export):
+        out = tmp_path / f"{path.name}.json"
+        assert main(["evaluate", str(path), "--metrics", "similarity", "--n-test", "8", "--out", str(out)]) == 0
+        results.append(json.loads(out.read_text()))
+    assert results[1]["cosine_similarity"] == results[0]["cosine_similarity"]
+    assert main(["generate", str(export), "--n", "2", "--out", str(tmp_path / "grids")]) == 0
+    assert (tmp_path / "grids" / "from_img.png").is_file()
+    assert main(["export", str(export)]) == 2
+    assert "is already an export; give a model.pt or checkpoint.pt" in capsys.readouterr().err
+
+
+def test_an_export_of_a_bare_model_asks_for_its_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    export_safetensors(tiny_model(), tmp_path / "export")
+    for command in (["evaluate", str(tmp_path / "export"), "--metrics", "similarity"],
+                    ["generate", str(tmp_path / "export")]):
+        assert main(command) == 2
+        assert "config.yaml has no data section (a model exported without its run); write its data section" in \
+            capsys.readouterr().err

@@ -19,13 +19,21 @@ from typing import Any
 
 import torch
 
-from .checkpoint import EXPORT_CONFIG_FILE, export_safetensors, load_model, read_checkpoint, validate_checkpoint
+from .checkpoint import (
+    EXPORT_CONFIG_FILE,
+    export_safetensors,
+    is_safetensors_export,
+    load_model,
+    load_safetensors,
+    validate_checkpoint,
+)
 from .config import (
     DataConfig,
     RunConfig,
     apply_overrides,
     from_dict,
     load_config,
+    load_mapping,
     to_dict,
 )
 from .data import available_datasets, dataset_info, get_dataset, load_dataset
@@ -152,24 +160,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _generation_data(args: argparse.Namespace, checkpoint: Path) -> DataConfig:
-    """The dataset to condition on: ``--dataset``, else the run's ``config.yaml``, else the
-    configuration stored in the checkpoint; then ``--set``."""
+    """The dataset to condition on: ``--dataset``, else the run's (see :func:`run_data_config`);
+    then ``--set``."""
+    from .evaluation.evaluate import run_data_config
+
     if args.dataset:
         return _data_config(args.dataset, args.set)
-    run_file = checkpoint.parent / CONFIG_FILE
-    if run_file.is_file():
-        base = load_config(RunConfig, run_file).data
-    else:
-        stored = read_checkpoint(checkpoint).get("run_config")
-        if stored is None:
-            raise ConfigError(f"no {run_file} and no run configuration in {checkpoint}; pass --dataset")
-        base = from_dict(RunConfig, stored, where=str(checkpoint)).data
-    values = apply_overrides(to_dict(base), [s.removeprefix("data.") for s in args.set])
+    values = apply_overrides(to_dict(run_data_config(checkpoint)), [s.removeprefix("data.") for s in args.set])
     return from_dict(DataConfig, values, where="data")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    checkpoint = Path(args.checkpoint)
+    from .evaluation.evaluate import resolve_checkpoint
+
+    checkpoint = resolve_checkpoint(args.checkpoint)
     if args.n < 1:
         raise ConfigError(f"--n must be >= 1, got {args.n}")
     model = load_model(checkpoint, map_location=resolve_device(args.device))
@@ -188,27 +192,36 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def checkpoint_info(path: str | Path) -> dict[str, Any]:
-    """A JSON-friendly description of a model or training checkpoint."""
-    path = Path(path)
-    payload, model = validate_checkpoint(path)
+    """A JSON-friendly description of a model or training checkpoint, or of a safetensors export."""
+    from .evaluation.evaluate import resolve_checkpoint
+
+    path = resolve_checkpoint(path)
+    if is_safetensors_export(path):
+        model = load_safetensors(path)
+        kind, state, positions = "safetensors export", model.state_dict(), {}
+        run = load_mapping(path.parent / EXPORT_CONFIG_FILE)
+    else:
+        payload, model = validate_checkpoint(path)
+        kind = "training checkpoint" if "optimizer" in payload else "model"
+        state, positions, run = payload["model"], payload, payload.get("run_config", {})
     config = model.config
     info: dict[str, Any] = {
         "file": str(path),
         "size_mb": round(path.stat().st_size / 2**20, 2),
-        "kind": "training checkpoint" if "optimizer" in payload else "model",
+        "kind": kind,
         "objective": config.objective,
         "objective_params": config.objective_params,
         "latent_dim": config.latent_dim,
         "modalities": [
             {"name": m.name, "shape": m.shape, "network": m.network, "likelihood": m.likelihood} for m in config.modalities
         ],
-        "parameters": sum(t.numel() for t in payload["model"].values()),
+        "parameters": sum(t.numel() for t in state.values()),
     }
-    if "run_config" in payload:
-        info["dataset"] = payload["run_config"]["data"]["dataset"]
+    if isinstance(run.get("data"), dict) and "dataset" in run["data"]:
+        info["dataset"] = run["data"]["dataset"]
     for key in ("epoch", "step_in_epoch", "epochs_completed", "global_step"):
-        if key in payload:
-            info[key] = payload[key]
+        if key in positions:
+            info[key] = positions[key]
     return info
 
 
@@ -239,6 +252,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .evaluation.evaluate import resolve_checkpoint
 
     checkpoint = resolve_checkpoint(args.checkpoint)
+    if is_safetensors_export(checkpoint):
+        raise ConfigError(f"{checkpoint} is already an export; give a model.pt or checkpoint.pt")
     weights = export_safetensors(checkpoint, args.out or checkpoint.parent / "export")
     print(f"weights: {weights}\nconfig: {weights.parent / EXPORT_CONFIG_FILE}")
     return 0

@@ -307,18 +307,26 @@ def save_config(cfg: Any, path: str | Path) -> None:
     atomic_write(path, text)
 
 
-def load_config(cls: type[T], path: str | Path) -> T:
-    """Read a YAML or JSON file into dataclass ``cls``."""
+def load_mapping(path: str | Path) -> dict[str, Any]:
+    """The mapping of a YAML or JSON file (JSON is a subset of YAML); a missing, unreadable, empty
+    or non-mapping file is a :class:`ConfigError` naming it."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"configuration file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())  # JSON is a subset of YAML
+        data = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid YAML/JSON: {exc}") from None
     if data is None:
-        raise ConfigError(f"{path} is empty: expected a {cls.__name__} mapping")
-    return from_dict(cls, data, where=str(path))
+        raise ConfigError(f"{path} is empty: expected a mapping of settings")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping, got {type(data).__name__} {data!r}")
+    return data
+
+
+def load_config(cls: type[T], path: str | Path) -> T:
+    """Read a YAML or JSON file into dataclass ``cls``."""
+    return from_dict(cls, load_mapping(path), where=str(path))
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -30,8 +30,8 @@ from typing import Any, Literal
 
 import torch
 
-from ..checkpoint import load_model, read_checkpoint
-from ..config import DataConfig, RunConfig, check_minimums, from_dict, load_config
+from ..checkpoint import SAFETENSORS_FILE, load_model, read_checkpoint
+from ..config import DataConfig, RunConfig, check_minimums, from_dict, load_mapping
 from ..data import MultimodalDataset, load_dataset
 from ..data import text as text_data
 from ..errors import ConfigError, DataError
@@ -340,25 +340,33 @@ def _likelihood(model: MultimodalVAE, test: MultimodalDataset, config: EvalConfi
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A model file: ``path`` itself, or a run directory's ``model.pt`` (else ``checkpoint.pt``)."""
+    """A model file: ``path`` itself, or a run directory's ``model.pt`` (else ``checkpoint.pt``), or
+    an export folder's ``model.safetensors``."""
     path = Path(path)
     if path.is_dir():
-        for name in (MODEL_FILE, CHECKPOINT_FILE):
+        for name in (MODEL_FILE, CHECKPOINT_FILE, SAFETENSORS_FILE):
             if (path / name).is_file():
                 return path / name
-        raise ConfigError(f"run directory {path} holds neither {MODEL_FILE} nor {CHECKPOINT_FILE}")
+        raise ConfigError(f"folder {path} holds none of {MODEL_FILE}, {CHECKPOINT_FILE} or {SAFETENSORS_FILE}")
     return path
 
 
+_NAME_THE_DATA = "write its data section there, e.g. 'data: {dataset: polymnist}' (generate also takes --dataset)"
+
+
 def run_data_config(checkpoint: Path) -> DataConfig:
-    """The data configuration of the run that wrote ``checkpoint``: its folder's ``config.yaml``,
-    else the run configuration stored in the checkpoint."""
+    """The data configuration of the run that wrote ``checkpoint``: the ``data`` section of the
+    ``config.yaml`` beside it (a run's or an export's), else the run configuration stored in the
+    checkpoint."""
     run_file = checkpoint.parent / CONFIG_FILE
     if run_file.is_file():
-        return load_config(RunConfig, run_file).data
+        values = load_mapping(run_file)
+        if "data" not in values:
+            raise ConfigError(f"{run_file} has no data section (a model exported without its run); {_NAME_THE_DATA}")
+        return from_dict(RunConfig, values, where=str(run_file)).data
     stored = read_checkpoint(checkpoint).get("run_config")
     if stored is None:
-        raise ConfigError(f"no {run_file} and no run configuration in {checkpoint}; give the data configuration")
+        raise ConfigError(f"no {run_file} and no run configuration in {checkpoint}; {_NAME_THE_DATA}")
     return from_dict(RunConfig, stored, where=str(checkpoint)).data
 
 
