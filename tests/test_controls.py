@@ -16,7 +16,16 @@ from crmvae.config import ModalityConfig, ModelConfig, TrainConfig
 from crmvae.errors import ConfigError
 from crmvae.model import MultimodalVAE
 from crmvae.objectives import OBJECTIVES
-from crmvae.training import Callback, beta_scale, learning_rate, read_metrics, schedule_depends_on_epochs, train
+from crmvae.training import (
+    OPTIMIZERS,
+    Callback,
+    beta_scale,
+    learning_rate,
+    plateau_update,
+    read_metrics,
+    schedule_depends_on_epochs,
+    train,
+)
 from crmvae.training import trainer as trainer_module
 from crmvae.training.distributed import DistContext
 from crmvae.training.loggers import TensorBoardLogger
@@ -58,6 +67,24 @@ def test_step_schedule_by_hand() -> None:
     assert got == pytest.approx([0.5, 1.0, 1.0, 1.0, 0.1, 0.1, 0.01])
 
 
+@pytest.mark.parametrize("patience", [0, 1, 3])
+def test_plateau_follows_torchs_reduce_lr_on_plateau(patience: int) -> None:
+    """The learning rates epoch by epoch equal those of ReduceLROnPlateau(threshold=0) fed the same losses."""
+    losses = torch.rand(40, generator=torch.Generator().manual_seed(patience)).mul(10).round().tolist()
+    tc = TrainConfig(lr=1.0, lr_schedule="plateau", lr_decay_factor=0.5, lr_plateau_patience=patience, validation_size=1)
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    reference = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=patience, threshold=0.0, eps=0.0)
+    best, bad, reductions, ours, theirs = None, 0, 0, [], []
+    for loss in losses:
+        improved = best is None or loss < best
+        best = loss if improved else best
+        bad, reductions = plateau_update(tc, improved, bad, reductions)
+        reference.step(loss)
+        ours.append(learning_rate(tc, 10**6, 1, reductions))
+        theirs.append(optimizer.param_groups[0]["lr"])
+    assert ours == pytest.approx(theirs) and reductions > 0
+
+
 def test_kl_warmup_by_hand() -> None:
     tc = TrainConfig(kl_warmup_steps=4)
     assert [beta_scale(tc, step) for step in (0, 1, 3, 4, 100)] == [0.0, 0.25, 0.75, 1.0, 1.0]
@@ -77,6 +104,9 @@ def test_schedule_depends_on_epochs(settings: dict[str, Any], depends: bool) -> 
     ({"lr_decay_factor": 0.0}, "lr_decay_factor"), ({"grad_clip_norm": 0.0}, "grad_clip_norm"),
     ({"early_stopping_patience": 2}, "validation_size"), ({"kl_warmup_steps": -3}, "kl_warmup_steps"),
     ({"lr_warmup_steps": 10, "lr_horizon_steps": 10}, r"lr_horizon_steps \(10\) must exceed train.lr_warmup_steps"),
+    ({"lr_schedule": "plateau"}, "plateau needs a validation split"), ({"lr_plateau_patience": -1}, "lr_plateau_patience"),
+    ({"weight_decay": -0.1}, "weight_decay"), ({"weight_decay": float("nan")}, "weight_decay"),
+    ({"betas": [0.9]}, "betas"), ({"betas": [0.9, 1.0]}, "betas"), ({"momentum": 1.0}, "momentum"),
 ])
 def test_bad_controls_are_refused(settings: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -169,6 +199,61 @@ def test_early_stopping_keeps_the_best_model(data_dir: Path, tmp_path: Path, mon
     assert train(more, tmp_path / "out", resume=True).global_step == 24
 
 
+class LearningRates(Callback):
+    """The learning rate of each epoch's last step."""
+
+    def __init__(self) -> None:
+        self.lrs: list[float] = []
+
+    def on_evaluation(self, trainer: Any, record: dict[str, Any]) -> None:
+        self.lrs.append(trainer.lr)
+
+
+def test_plateau_lowers_the_learning_rate_after_the_patience(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scripted validation losses 5, 3, 4, 4, 4, 2 with patience 1: the epochs after the second
+    epoch in a row without improvement (epoch 4) run at half the rate."""
+    scripted = iter([5.0, 3.0, 4.0, 4.0, 4.0, 2.0])
+    real = trainer_module.evaluate
+
+    def evaluate(model: Any, dataset: Any, *args: Any) -> dict[str, float]:
+        return {"loss": next(scripted)} if dataset.name.endswith("(validation)") else real(model, dataset, *args)
+
+    monkeypatch.setattr(trainer_module, "evaluate", evaluate)
+    rates = LearningRates()
+    config = tiny_config(data_dir, "train.epochs=6", "train.validation_size=64", "train.lr_schedule=plateau",
+                         "train.lr_plateau_patience=1", "train.lr_decay_factor=0.5", "train.lr=0.002", "train.grid_examples=0")
+    with pytest.raises(KeyboardInterrupt):  # killed once epoch 4 is checkpointed: the reduction is in the checkpoint
+        train(config, tmp_path / "out", callbacks=[rates, KillAt(4 * 6)])
+    assert torch.load(tmp_path / "out" / "checkpoint.pt", weights_only=True)["plateau_reductions"] == 1
+    result = train(config, tmp_path / "out", resume=True, callbacks=[rates])
+    assert rates.lrs == [0.002] * 4 + [0.001] * 2
+    assert torch.load(result.checkpoint_path, weights_only=True)["plateau_reductions"] == 1
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_every_optimizer_trains_with_its_settings(data_dir: Path, tmp_path: Path, name: str) -> None:
+    config = tiny_config(data_dir, f"train.optimizer={name}", "train.weight_decay=0.01", "train.momentum=0.5",
+                         "train.betas=[0.8, 0.99]", "train.lr=0.001", "train.grid_examples=0")
+    result = train(config, tmp_path / "out")
+    group = torch.load(result.checkpoint_path, weights_only=True)["optimizer"]["param_groups"][0]
+    assert group["weight_decay"] == 0.01
+    assert group["betas" if name.startswith("adam") else "momentum"] == ((0.8, 0.99) if name.startswith("adam") else 0.5)
+    assert all(torch.isfinite(w).all() for w in weights(result.model_path).values())
+
+
+def test_optimizer_settings_are_checked(data_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"train.optimizer: unknown train/optimizer 'lamb'; available: \['adam', 'adamw'"):
+        train(tiny_config(data_dir, "train.optimizer=lamb"), tmp_path / "new")
+    out = tmp_path / "out"
+    train(tiny_config(data_dir, "train.max_steps=4", "train.grid_examples=0"), out)
+    for change, words in (("train.optimizer=adamw", "train.optimizer: run has 'adam', given 'adamw'"),
+                          ("train.weight_decay=0.1", "train.weight_decay: run has 0.0, given 0.1")):
+        with pytest.raises(ConfigError, match=words):
+            train(tiny_config(data_dir, "train.max_steps=8", "train.grid_examples=0", change), out, resume=True)
+
+
 # --------------------------------------------------------------------------------------------
 # exact resumption with every control on
 
@@ -177,6 +262,11 @@ ALL_CONTROLS = (
     "train.epochs=3", "train.validation_size=64", "train.early_stopping_patience=2", "train.lr_schedule=cosine",
     "train.lr_warmup_steps=3", "train.kl_warmup_steps=5", "train.grad_clip_norm=5.0", "train.checkpoint_every=4",
     "train.lr=0.002",
+)
+#: Another optimizer and schedule, whose state a resume restores too.
+ADAMW_CONTROLS = (
+    *(c for c in ALL_CONTROLS if "lr_schedule" not in c), "train.lr_schedule=plateau", "train.optimizer=adamw",
+    "train.weight_decay=0.01",
 )
 
 
@@ -191,9 +281,10 @@ class KillAt(Callback):
             raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("kill_step", [8, 12])  # mid-epoch 2; the end of epoch 2
-def test_resume_with_every_control_is_bit_exact(data_dir: Path, tmp_path: Path, kill_step: int) -> None:
-    config = tiny_config(data_dir, *ALL_CONTROLS)
+@pytest.mark.parametrize(("kill_step", "controls"), [(8, ALL_CONTROLS), (12, ALL_CONTROLS), (8, ADAMW_CONTROLS)],
+                         ids=["mid-epoch", "epoch-end", "adamw"])
+def test_resume_with_every_control_is_bit_exact(data_dir: Path, tmp_path: Path, kill_step: int, controls: tuple[str, ...]) -> None:
+    config = tiny_config(data_dir, *controls)
     reference = train(config, tmp_path / "reference")
     with pytest.raises(KeyboardInterrupt):
         train(config, tmp_path / "killed", callbacks=[KillAt(kill_step)])

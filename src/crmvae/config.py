@@ -138,9 +138,20 @@ class TrainConfig:
     checkpoint_every: int = 200
     grid_examples: int = 8
     progress: bool = True
+    #: Optimizer by name (``adam``, ``adamw``, ``sgd``, ``rmsprop``; see ``crmvae.training.OPTIMIZERS``).
+    optimizer: str = "adam"
+    #: Weight decay: an L2 term added to the gradient (``adam``, ``sgd``, ``rmsprop``) or applied
+    #: to the weights directly (``adamw``, decoupled).
+    weight_decay: float = 0.0
+    #: ``adam``'s and ``adamw``'s coefficients of the running averages of the gradient and its square.
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    #: ``sgd``'s and ``rmsprop``'s momentum.
+    momentum: float = 0.0
     #: Learning-rate schedule after the warm-up: ``constant``; ``cosine`` from ``lr`` to 0 over
-    #: ``lr_horizon_steps``; ``step``, ``lr`` times ``lr_decay_factor`` every ``lr_decay_every`` steps.
-    lr_schedule: Literal["constant", "cosine", "step"] = "constant"
+    #: ``lr_horizon_steps``; ``step``, ``lr`` times ``lr_decay_factor`` every ``lr_decay_every`` steps;
+    #: ``plateau``, ``lr`` times ``lr_decay_factor`` each time more than ``lr_plateau_patience``
+    #: epochs in a row pass without a lower validation loss (needs ``validation_size``).
+    lr_schedule: Literal["constant", "cosine", "step", "plateau"] = "constant"
     #: Steps over which the learning rate rises linearly to ``lr`` (0: none).
     lr_warmup_steps: int = 0
     #: Length of the cosine schedule in steps, warm-up included; null: the run's planned steps
@@ -148,6 +159,7 @@ class TrainConfig:
     lr_horizon_steps: int | None = None
     lr_decay_every: int = 1000
     lr_decay_factor: float = 0.1
+    lr_plateau_patience: int = 10
     #: Steps over which a multiplier on the objective's ``beta`` (every divergence term) rises
     #: linearly from 0 to 1 (KL warm-up; 0: none).
     kl_warmup_steps: int = 0
@@ -166,7 +178,7 @@ class TrainConfig:
         check_minimums("train.", self, {
             "epochs": 1, "batch_size": 1, "seed": 0, "log_every": 1, "checkpoint_every": 1, "grid_examples": 0,
             "threads": 1, "max_steps": 1, "lr_warmup_steps": 0, "lr_horizon_steps": 1, "lr_decay_every": 1,
-            "kl_warmup_steps": 0, "validation_size": 0, "early_stopping_patience": 1,
+            "kl_warmup_steps": 0, "validation_size": 0, "early_stopping_patience": 1, "lr_plateau_patience": 0,
         })
         if self.threads is not None and self.threads > MAX_THREADS:
             raise ConfigError(f"train.threads must be <= {MAX_THREADS} or null, got {self.threads}")
@@ -178,6 +190,14 @@ class TrainConfig:
             raise ConfigError(f"train.grad_clip_norm must be a positive number or null, got {self.grad_clip_norm}")
         if self.early_stopping_patience is not None and not self.validation_size:
             raise ConfigError("train.early_stopping_patience needs a validation split: set train.validation_size")
+        if self.lr_schedule == "plateau" and not self.validation_size:
+            raise ConfigError("train.lr_schedule=plateau needs a validation split: set train.validation_size")
+        if not 0 <= self.weight_decay < math.inf:
+            raise ConfigError(f"train.weight_decay must be a number >= 0, got {self.weight_decay}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"train.betas must be two numbers in [0, 1), got {self.betas}")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"train.momentum must be in [0, 1), got {self.momentum}")
         _check_choice("train.", self, "precision")
         _check_choice("train.", self, "lr_schedule")
         if self.lr_horizon_steps is not None and self.lr_horizon_steps <= self.lr_warmup_steps:

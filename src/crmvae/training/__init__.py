@@ -2,7 +2,7 @@
 training controls (:mod:`.controls`), callbacks (:mod:`.callbacks`) and loggers (:mod:`.loggers`)."""
 
 from .callbacks import Callback
-from .controls import beta_scale, learning_rate, schedule_depends_on_epochs
+from .controls import OPTIMIZERS, beta_scale, learning_rate, plateau_update, schedule_depends_on_epochs
 from .loggers import LOGGERS
 from .metrics import read_metrics
 from .trainer import (
@@ -35,6 +35,7 @@ __all__ = [
     "MODEL_FILE",
     "NON_RESULT_KEYS",
     "OPTIMISATION_KEYS",
+    "OPTIMIZERS",
     "RESUMABLE_KEYS",
     "SUMMARY_FILE",
     "Callback",
@@ -46,6 +47,7 @@ __all__ = [
     "evaluate",
     "has_fast_bf16",
     "learning_rate",
+    "plateau_update",
     "read_metrics",
     "resolve_device",
     "resolve_precision",

@@ -8,20 +8,63 @@ Early stopping's counters live in the trainer's state and are checkpointed with 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 
 import torch
+from torch import Tensor
 
 from ..config import TrainConfig
 from ..data.base import BatchSource
 from ..errors import ConfigError
+from ..registry import Registry
 
 
-def learning_rate(tc: TrainConfig, step: int, planned_steps: int) -> float:
+#: Optimizers by name: each builds a ``torch.optim.Optimizer`` over the parameters from ``train.*``
+#: and the device (``lr`` is set again before every step by :func:`learning_rate`).
+OPTIMIZERS: Registry[Callable[[Iterable[Tensor], TrainConfig, torch.device], torch.optim.Optimizer]] = Registry(
+    "train/optimizer"
+)
+
+
+def _fused(device: torch.device) -> bool:
+    """Whether to use the fused form (one kernel over all parameters: the same update, several
+    times faster than the default foreach form on CPU)."""
+    return device.type in ("cpu", "cuda")
+
+
+@OPTIMIZERS.register("adam")
+def adam(params: Iterable[Tensor], tc: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """Adam (the paper's), with ``weight_decay`` as an L2 term of the gradient."""
+    return torch.optim.Adam(params, lr=tc.lr, betas=(tc.betas[0], tc.betas[1]), weight_decay=tc.weight_decay,
+                            fused=_fused(device))
+
+
+@OPTIMIZERS.register("adamw")
+def adamw(params: Iterable[Tensor], tc: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW: Adam with decoupled weight decay (``w -= lr * weight_decay * w`` each step)."""
+    return torch.optim.AdamW(params, lr=tc.lr, betas=(tc.betas[0], tc.betas[1]), weight_decay=tc.weight_decay,
+                             fused=_fused(device))
+
+
+@OPTIMIZERS.register("sgd")
+def sgd(params: Iterable[Tensor], tc: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """Stochastic gradient descent with ``momentum`` and ``weight_decay``."""
+    return torch.optim.SGD(params, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
+
+
+@OPTIMIZERS.register("rmsprop")
+def rmsprop(params: Iterable[Tensor], tc: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """RMSprop with ``momentum`` and ``weight_decay``."""
+    return torch.optim.RMSprop(params, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
+
+
+def learning_rate(tc: TrainConfig, step: int, planned_steps: int, plateau_reductions: int = 0) -> float:
     """The learning rate of the update at global ``step`` (0-based) of a run of ``planned_steps``.
 
     A linear warm-up to ``lr`` over ``lr_warmup_steps``, then ``lr_schedule``: constant; cosine to
-    0 at ``lr_horizon_steps`` (default ``planned_steps``); or ``lr_decay_factor`` applied every
-    ``lr_decay_every`` steps after the warm-up.
+    0 at ``lr_horizon_steps`` (default ``planned_steps``); ``lr_decay_factor`` applied every
+    ``lr_decay_every`` steps after the warm-up; or, for ``plateau``, applied
+    ``plateau_reductions`` times (see :func:`plateau_update`).
     """
     warmup = tc.lr_warmup_steps
     if step < warmup:
@@ -31,7 +74,21 @@ def learning_rate(tc: TrainConfig, step: int, planned_steps: int) -> float:
         return tc.lr * 0.5 * (1.0 + math.cos(math.pi * min((step - warmup) / span, 1.0)))
     if tc.lr_schedule == "step":
         return tc.lr * tc.lr_decay_factor ** ((step - warmup) // tc.lr_decay_every)
+    if tc.lr_schedule == "plateau":
+        return tc.lr * tc.lr_decay_factor ** plateau_reductions
     return tc.lr
+
+
+def plateau_update(tc: TrainConfig, improved: bool, bad_epochs: int, reductions: int) -> tuple[int, int]:
+    """``(bad_epochs, reductions)`` after an epoch's validation: the count of epochs in a row
+    without a lower validation loss, reset by an improvement and by each reduction, which happens
+    when the count exceeds ``lr_plateau_patience`` (``torch.optim.lr_scheduler.ReduceLROnPlateau``
+    with ``threshold=0`` and ``eps=0``)."""
+    if improved:
+        return 0, reductions
+    if bad_epochs + 1 > tc.lr_plateau_patience:
+        return 0, reductions + 1
+    return bad_epochs + 1, reductions
 
 
 def beta_scale(tc: TrainConfig, step: int) -> float:

@@ -61,7 +61,7 @@ from .distributed import (
     wrap,
 )
 from .callbacks import Callback, Callbacks, GenerationGrids, MetricsFile, ProgressReport
-from .controls import beta_scale, learning_rate, schedule_depends_on_epochs, validation_split
+from .controls import OPTIMIZERS, beta_scale, learning_rate, plateau_update, schedule_depends_on_epochs, validation_split
 from .loggers import LOGGERS
 from .metrics import LOSS, TermSums, stack_values
 from .progress import Progress, live
@@ -78,7 +78,7 @@ log = logging.getLogger(__name__)
 #: Settings that change the optimisation from the resumed step on; a resume that changes them says so.
 OPTIMISATION_KEYS = frozenset({
     "train.lr", "train.lr_schedule", "train.lr_warmup_steps", "train.lr_horizon_steps", "train.lr_decay_every",
-    "train.lr_decay_factor", "train.grad_clip_norm",
+    "train.lr_decay_factor", "train.lr_plateau_patience", "train.grad_clip_norm",
 })
 #: Settings that do not change a run's results: display, experiment loggers, data loading.
 NON_RESULT_KEYS = frozenset({"train.progress", "train.loggers", "data.num_workers", "data.pin_memory"})
@@ -117,6 +117,8 @@ class _State:
     best_epoch: int = 0
     epochs_without_improvement: int = 0
     early_stopped: bool = False
+    plateau_bad_epochs: int = 0
+    plateau_reductions: int = 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -238,6 +240,7 @@ def train(
     _check_batch_size(config.train, ctx.world_size)
     for name in config.train.loggers:  # on every rank: rank 0 alone builds the loggers
         LOGGERS.lookup(name, "train.loggers")
+    OPTIMIZERS.lookup(config.train.optimizer, "train.optimizer")  # before any data is built
     device = resolve_device(config.train.device)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
@@ -297,9 +300,7 @@ class Trainer:
         self.config, self.out, self.model, self.device, self.ctx = config, out, model, device, ctx
         self.train_set, self.val_set = validation_split(train_set, tc.validation_size, tc.seed)
         self.test_set = test_set
-        # fused: one kernel over all parameters (the same update, several times faster than the
-        # default foreach form on CPU)
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, fused=device.type in ("cpu", "cuda"))
+        self.optimizer = OPTIMIZERS.lookup(tc.optimizer, "train.optimizer")(model.parameters(), tc, device)
         self.state = _State()
         self.names: list[str] = []
         self.sums, self.mark = TermSums(), TermSums()  # epoch sums; their copy at the last log
@@ -397,7 +398,7 @@ class Trainer:
         shard, count = self.ctx.shard(batch)
         shard = shard.to(self.device, memory_format(tc))
         n = len(batch)
-        self.lr = learning_rate(tc, s.global_step, self.planned_steps)
+        self.lr = learning_rate(tc, s.global_step, self.planned_steps, s.plateau_reductions)
         self.beta_scale = beta_scale(tc, s.global_step)
         with autocast(self.device, tc.precision):
             loss, terms = self.net(shard.data, shard.mask, self.beta_scale)
@@ -462,7 +463,11 @@ class Trainer:
         and counts the epochs without improvement."""
         tc, s = self.config.train, self.state
         loss = self.ctx.from_main(lambda: self._evaluate(self.val_set)[LOSS])
-        if s.best_val_loss is None or loss < s.best_val_loss:
+        improved = s.best_val_loss is None or loss < s.best_val_loss
+        if tc.lr_schedule == "plateau":
+            s.plateau_bad_epochs, s.plateau_reductions = plateau_update(
+                tc, improved, s.plateau_bad_epochs, s.plateau_reductions)
+        if improved:
             s.best_val_loss, s.best_epoch, s.epochs_without_improvement = loss, s.epoch + 1, 0
             if self.ctx.is_main:
                 self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
