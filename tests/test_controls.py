@@ -427,3 +427,23 @@ def test_resuming_a_cosine_that_spans_the_epochs_with_more_epochs_warns(
     with caplog.at_level(logging.WARNING, logger="crmvae"):
         train(longer, out, resume=True)
     assert "train.epochs: 1 -> 2" in caplog.text
+
+
+def test_every_kth_epoch_is_kept_and_usable(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from crmvae.cli import main
+
+    snapshots = Snapshots()
+    config = tiny_config(data_dir, "train.epochs=4", "train.save_every_epochs=2", "train.grid_examples=0")
+    with pytest.raises(KeyboardInterrupt):  # killed at the end of epoch 3: epoch 2 is kept already
+        train(config, tmp_path / "out", callbacks=[snapshots, KillAt(3 * 8)])
+    train(config, tmp_path / "out", resume=True, callbacks=[snapshots])
+    kept = tmp_path / "out" / "epochs"
+    assert sorted(p.name for p in kept.iterdir()) == ["epoch2.pt", "epoch4.pt"]
+    for epoch in (2, 4):
+        assert same(weights(kept / f"epoch{epoch}.pt"), snapshots.weights[epoch])
+    assert same(weights(kept / "epoch4.pt"), weights(tmp_path / "out" / "model.pt"))
+    assert main(["info", str(kept / "epoch2.pt"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["epochs_completed"] == 2
+    out = tmp_path / "epoch2.json"
+    assert main(["evaluate", str(kept / "epoch2.pt"), "--metrics", "similarity", "--n-test", "16", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["n_test"] == 16

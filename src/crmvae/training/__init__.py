@@ -8,6 +8,7 @@ from .metrics import read_metrics
 from .trainer import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
+    EPOCHS_DIR,
     GRIDS_DIR,
     METRICS_FILE,
     MODEL_FILE,
@@ -29,6 +30,7 @@ from .trainer import (
 __all__ = [
     "CHECKPOINT_FILE",
     "CONFIG_FILE",
+    "EPOCHS_DIR",
     "GRIDS_DIR",
     "LOGGERS",
     "METRICS_FILE",

@@ -72,6 +72,7 @@ MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 GRIDS_DIR = "grids"
+EPOCHS_DIR = "epochs"
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,8 @@ OPTIMISATION_KEYS = frozenset({
     "train.lr_decay_factor", "train.lr_plateau_patience", "train.grad_clip_norm",
 })
 #: Settings that do not change a run's results: display, experiment loggers, data loading.
-NON_RESULT_KEYS = frozenset({"train.progress", "train.loggers", "data.num_workers", "data.pin_memory"})
+NON_RESULT_KEYS = frozenset({"train.progress", "train.loggers", "train.save_every_epochs", "data.num_workers",
+                             "data.pin_memory"})
 #: Settings that may differ between a run and its resumption.
 RESUMABLE_KEYS = OPTIMISATION_KEYS | NON_RESULT_KEYS | {"train.epochs", "train.max_steps", "train.channels_last"}
 
@@ -456,6 +458,11 @@ class Trainer:
             s.epoch += 1
             s.step_in_epoch = 0
             self.sums, self.mark = TermSums(), TermSums()
+            every = self.config.train.save_every_epochs
+            if every and s.epoch % every == 0 and self.ctx.is_main:  # before the checkpoint: a kill between
+                # the two redoes the epoch and writes the same file again
+                save_model(self.model, self.out / EPOCHS_DIR / f"epoch{s.epoch}.pt", run_config=to_dict(self.config),
+                           epochs_completed=s.epoch, global_step=s.global_step)
         self.save_checkpoint()
 
     def _validate(self) -> float:
