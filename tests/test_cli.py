@@ -143,3 +143,13 @@ def test_models_and_data_list(capsys: pytest.CaptureFixture[str]) -> None:
     assert "crmvae:" in out and "mvtcae:" in out and "beta: float = 1.0" in out
     assert main(["data", "list"]) == 0
     assert "polymnist:" in capsys.readouterr().out
+
+
+def test_generate_from_an_empty_subset_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from test_faults import FAST, user_data
+
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(user_data(tmp_path / "data")), "--out", str(run), "--epochs", "1", *FAST]) == 0
+    capsys.readouterr()
+    assert main(["generate", str(run), "--from", ",", "--n", "2"]) == 2
+    assert capsys.readouterr().err.strip().endswith("--from : no modality named; the model has ['img', 'vec']")

@@ -220,6 +220,8 @@ def test_format_cell_and_missing_scores() -> None:
     ({"snapshots": [1, 1]}, "snapshots must be distinct epochs >= 1"),
     ({"snapshots": [1, 3], "budget": ["train.lr_schedule=cosine"]}, "set train.lr_horizon_steps"),
     ({"snapshots": [1, 3], "budget": ["train.max_steps=50"]}, "leave train.max_steps out of the budget"),
+    ({"snapshots": [1, 3], "snapshot_metrics": ["coherence", "cohrence"]}, "snapshot_metrics: unknown metrics ['cohrence']"),
+    ({"eval": EvalConfig(metrics=["fid", "nope"])}, "eval.metrics: unknown metrics ['nope']"),
 ])
 def test_bad_studies_are_refused_before_anything_runs(tmp_path: Path, change: dict[str, Any], message: str) -> None:
     config = CompareConfig(**{"models": ["crmvae"], "out_dir": str(tmp_path / "out"), **change})

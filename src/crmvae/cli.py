@@ -181,7 +181,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     for subset in subsets or []:
         unknown = sorted(set(subset) - set(model.modality_names))
         if not subset or unknown:
-            raise ConfigError(f"--from {','.join(subset)}: unknown modalities {unknown}; the model has {model.modality_names}")
+            what = f"unknown modalities {unknown}" if subset else "no modality named"
+            raise ConfigError(f"--from {','.join(subset)}: {what}; the model has {model.modality_names}")
     dataset = load_dataset(_generation_data(args, checkpoint), args.dataset_split)
     check_dataset(model.config, dataset)
     batch = dataset.batch(torch.arange(min(args.n, len(dataset))))

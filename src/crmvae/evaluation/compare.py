@@ -47,7 +47,7 @@ from ..training import (
 )
 from ..training.progress import format_duration
 from ..visualize import image_modalities, save_generation_grids, subset_filename
-from .evaluate import EvalConfig, evaluate_checkpoint, metrics_in
+from .evaluate import METRICS, EvalConfig, evaluate_checkpoint, metrics_in
 from .records import RECORDS_DIR, RecordKey, find_records, make_record, read_record, record_mismatch, write_record
 
 COMPARE_FILE = "compare.yaml"
@@ -148,6 +148,10 @@ def validate(config: CompareConfig) -> dict[tuple[str, int], RunConfig]:
         raise ConfigError(f"compare: seeds must be >= 0, got {config.seeds}")
     if any(e < 1 for e in config.snapshots) or len(set(config.snapshots)) != len(config.snapshots):
         raise ConfigError(f"compare: snapshots must be distinct epochs >= 1, got {config.snapshots}")
+    for what, metrics in (("eval.metrics", config.eval.metrics), ("snapshot_metrics", config.snapshot_metrics)):
+        unknown = sorted(set(metrics or []) - set(METRICS))  # before any training, not at the first evaluation
+        if unknown:
+            raise ConfigError(f"compare: {what}: unknown metrics {unknown}; available: {list(METRICS)}")
     configs = {(m, s): run_config(config, m, s) for m in config.models for s in config.seeds}
     if config.snapshots and any(schedule_depends_on_epochs(rc.train) for rc in configs.values()):
         raise ConfigError(
