@@ -3,6 +3,7 @@
 #
 #   bash benchmarks/study.sh polymnist [STAGE ...]      # every stage, or the given ones
 #   bash benchmarks/study.sh polymnist-short             # the same study at the cpu-short settings
+#   bash benchmarks/study.sh mnist_svhn_text-short       # MNIST-SVHN-Text at the cpu-short settings
 #   COMMIT=1 bash benchmarks/study.sh polymnist         # git-commit each record as it is written, the report
 #                                                       # folder after each model
 #
@@ -12,12 +13,13 @@
 # (outside git; one folder per study, since two studies of a dataset share model and seed names).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dataset=${1:?usage: study.sh polymnist|polymnist-short|mnist_svhn_text [STAGE ...]}
+dataset=${1:?usage: study.sh polymnist|polymnist-short|mnist_svhn_text|mnist_svhn_text-short [STAGE ...]}
 shift
 RUNS_DIR=${RUNS_DIR:-$HOME/crmvae-study-runs}
 
 polymnist_stages=("crmvae,mvtcae 0" "crmvae,mvtcae 1" "mopoe,mmjsd_poe,mvae 0" "crmvae,mvtcae 2"
                   "mopoe,mmjsd_poe,mvae 1" "mmvae,mmjsd 0")
+mst_stages=("crmvae,mvtcae 0" "mopoe,mvae 0" "crmvae,mvtcae 1" "mopoe,mvae 1")
 preset=paper
 case $dataset in
   polymnist)
@@ -38,7 +40,15 @@ case $dataset in
   mnist_svhn_text)
     out=docs/results/mnist-svhn-text-study
     metrics="[coherence,fid,probes,similarity]"
-    stages=("crmvae,mvtcae 0" "mopoe,mvae 0" "crmvae,mvtcae 1" "mopoe,mvae 1")
+    stages=("${mst_stages[@]}")
+    ;;
+  mnist_svhn_text-short)
+    # The same study at the cpu-short settings: 30,000 of the 1.12 M training tuples, batch 128, lr 1e-3.
+    dataset=mnist_svhn_text
+    preset=cpu-short
+    out=docs/results/mnist-svhn-text-short-study
+    metrics="[coherence,fid,probes,similarity]"
+    stages=("${mst_stages[@]}")
     ;;
   *) echo "unknown study $dataset" >&2; exit 2 ;;
 esac
