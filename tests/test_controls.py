@@ -447,3 +447,21 @@ def test_every_kth_epoch_is_kept_and_usable(data_dir: Path, tmp_path: Path, caps
     out = tmp_path / "epoch2.json"
     assert main(["evaluate", str(kept / "epoch2.pt"), "--metrics", "similarity", "--n-test", "16", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["n_test"] == 16
+
+
+class GridsSeen(Callback):
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, list[str]]] = []
+
+    def on_grids(self, trainer: Any, paths: list[Path]) -> None:
+        self.calls.append((trainer.state.global_step, [p.relative_to(trainer.out).as_posix() for p in paths]))
+
+
+def test_grids_every_kth_epoch_leave_training_unchanged(data_dir: Path, tmp_path: Path) -> None:
+    plain = train(tiny_config(data_dir, "train.epochs=3"), tmp_path / "plain")
+    seen = GridsSeen()
+    result = train(tiny_config(data_dir, "train.epochs=3", "train.grids_every_epochs=2"), tmp_path / "grids", callbacks=[seen])
+    assert same(weights(result.model_path), weights(plain.model_path))  # private RNG: the same run
+    names = ["from_m0.png", "from_m1.png", "from_m2.png", "from_m3.png", "from_m4.png", "prior_samples.png"]
+    assert seen.calls == [(16, [f"grids/epoch2/{n}" for n in names]), (24, [f"grids/{n}" for n in names])]
+    assert [p.name for p in result.grids] == names

@@ -140,6 +140,9 @@ class TrainConfig:
     #: directory (loadable as ``model.pt`` is); null: only the final ``model.pt``.
     save_every_epochs: int | None = None
     grid_examples: int = 8
+    #: Every this many epochs, generation grids of the model as it stands are also drawn, into
+    #: ``grids/epoch<k>`` and to the loggers (images over training); null: only the final ones.
+    grids_every_epochs: int | None = None
     progress: bool = True
     #: Optimizer by name (``adam``, ``adamw``, ``sgd``, ``rmsprop``; see ``crmvae.training.OPTIMIZERS``).
     optimizer: str = "adam"
@@ -182,7 +185,7 @@ class TrainConfig:
             "epochs": 1, "batch_size": 1, "seed": 0, "log_every": 1, "checkpoint_every": 1, "grid_examples": 0,
             "threads": 1, "max_steps": 1, "lr_warmup_steps": 0, "lr_horizon_steps": 1, "lr_decay_every": 1,
             "kl_warmup_steps": 0, "validation_size": 0, "early_stopping_patience": 1, "lr_plateau_patience": 0,
-            "save_every_epochs": 1,
+            "save_every_epochs": 1, "grids_every_epochs": 1,
         })
         if self.threads is not None and self.threads > MAX_THREADS:
             raise ConfigError(f"train.threads must be <= {MAX_THREADS} or null, got {self.threads}")

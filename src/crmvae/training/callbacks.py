@@ -163,16 +163,24 @@ class ProgressReport(Callback):
 
 class GenerationGrids(Callback):
     """Draws the generation grids of the final model into ``out_dir`` (``train.grid_examples``
-    test examples) and announces them through ``on_grids``."""
+    test examples), and with ``train.grids_every_epochs`` those of every k-th epoch into
+    ``out_dir/epoch<k>``, and announces them through ``on_grids``. The grids draw from a private
+    RNG, so they leave training as it would be without them."""
 
-    def __init__(self, out_dir: Path, examples: int) -> None:
-        self.out_dir, self.examples = out_dir, examples
+    def __init__(self, out_dir: Path, examples: int, every_epochs: int | None = None) -> None:
+        self.out_dir, self.examples, self.every_epochs = out_dir, examples, every_epochs
 
-    def on_train_end(self, trainer: Trainer) -> None:
-        if self.examples <= 0:
-            return
+    def _draw(self, trainer: Trainer, out_dir: Path) -> list[Path]:
         test_set, tc = trainer.test_set, trainer.config.train
         batch = test_set.batch(torch.arange(min(self.examples, len(test_set))))
-        paths = save_generation_grids(trainer.model, batch, self.out_dir, seed=tc.seed, decode_text=test_set.text_decoders)
-        trainer.grids.extend(paths)
+        paths = save_generation_grids(trainer.model, batch, out_dir, seed=tc.seed, decode_text=test_set.text_decoders)
         trainer.callbacks.on_grids(trainer, paths)
+        return paths
+
+    def on_evaluation(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        if self.examples > 0 and self.every_epochs and record["complete"] and record["epoch"] % self.every_epochs == 0:
+            self._draw(trainer, self.out_dir / f"epoch{record['epoch']}")
+
+    def on_train_end(self, trainer: Trainer) -> None:
+        if self.examples > 0:
+            trainer.grids.extend(self._draw(trainer, self.out_dir))

@@ -82,8 +82,8 @@ OPTIMISATION_KEYS = frozenset({
     "train.lr_decay_factor", "train.lr_plateau_patience", "train.grad_clip_norm",
 })
 #: Settings that do not change a run's results: display, experiment loggers, data loading.
-NON_RESULT_KEYS = frozenset({"train.progress", "train.loggers", "train.save_every_epochs", "data.num_workers",
-                             "data.pin_memory"})
+NON_RESULT_KEYS = frozenset({"train.progress", "train.loggers", "train.save_every_epochs", "train.grids_every_epochs",
+                             "data.num_workers", "data.pin_memory"})
 #: Settings that may differ between a run and its resumption.
 RESUMABLE_KEYS = OPTIMISATION_KEYS | NON_RESULT_KEYS | {"train.epochs", "train.max_steps", "train.channels_last"}
 
@@ -568,7 +568,8 @@ def build_callbacks(tc: TrainConfig, out: Path, is_main: bool, progress: Progres
     therefore build no logger."""
     if not is_main:
         return Callbacks([])
-    built_in = [MetricsFile(out / METRICS_FILE), ProgressReport(progress), GenerationGrids(out / GRIDS_DIR, tc.grid_examples)]
+    built_in = [MetricsFile(out / METRICS_FILE), ProgressReport(progress),
+                GenerationGrids(out / GRIDS_DIR, tc.grid_examples, tc.grids_every_epochs)]
     return Callbacks([*built_in, *(LOGGERS.lookup(name, "train.loggers")(out) for name in tc.loggers), *extra])
 
 
