@@ -153,3 +153,18 @@ def test_generate_from_an_empty_subset_is_one_line(tmp_path: Path, capsys: pytes
     capsys.readouterr()
     assert main(["generate", str(run), "--from", ",", "--n", "2"]) == 2
     assert capsys.readouterr().err.strip().endswith("--from : no modality named; the model has ['img', 'vec']")
+
+
+def test_print_config_is_the_run_configuration_and_trains_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from crmvae.config import RunConfig, load_config
+    from crmvae.presets import build_run_config
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--dataset", "polymnist", "--preset", "cpu-short", "--set", "train.optimizer=adamw",
+                 "--epochs", "4", "--print-config"]) == 0
+    (tmp_path / "printed.yaml").write_text(capsys.readouterr().out)
+    expected = build_run_config("polymnist", "crmvae", "cpu-short", ["train.optimizer=adamw", "train.epochs=4"])
+    assert load_config(RunConfig, tmp_path / "printed.yaml") == expected
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["printed.yaml"]  # no run folder

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from .checkpoint import (
     EXPORT_CONFIG_FILE,
@@ -126,6 +127,9 @@ def _run_config(args: argparse.Namespace) -> tuple[RunConfig, str]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     config, label = _run_config(args)
+    if args.print_config:  # the configuration a run would use, loadable with --config
+        print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")
+        return 0
     out = Path(args.out or f"runs/{config.data.dataset}-{config.model.objective}-{label}-seed{config.train.seed}")
     verb = "resuming" if args.resume else "training"
     main_rank = detect_context().is_main  # under torchrun, rank 0 alone reports
@@ -360,6 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="an override, e.g. train.lr=0.001")
     tr.add_argument("--out", help="run directory (default runs/<dataset>-<model>-<preset>-seed<seed>)")
     tr.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    tr.add_argument("--print-config", action="store_true",
+                    help="print the resolved run configuration as YAML (for --config) and exit without training")
     tr.add_argument("--seed", type=int, help="train.seed")
     tr.add_argument("--epochs", type=int, help="train.epochs")
     tr.add_argument("--device", help="train.device, e.g. cpu or cuda")
