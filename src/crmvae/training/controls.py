@@ -1,8 +1,10 @@
-"""Training controls as pure functions of the configuration and the global step.
+"""Training controls as pure functions of the configuration and the global step: the optimizers
+by name, the learning-rate schedules, the KL warm-up and the validation split.
 
 The learning rate and the KL (beta) multiplier of every update follow from ``train.*`` and the
-0-based global step alone, so a resumed run needs no schedule state beyond the step it stored.
-Early stopping's counters live in the trainer's state and are checkpointed with it.
+0-based global step alone (and, for the ``plateau`` schedule, the count of reductions so far), so
+a resumed run needs no schedule state beyond the step and counters it stored. Early stopping's
+and the plateau's counters live in the trainer's state and are checkpointed with it.
 """
 
 from __future__ import annotations
