@@ -90,6 +90,12 @@ def test_kl_warmup_by_hand() -> None:
     assert [beta_scale(tc, step) for step in (0, 1, 3, 4, 100)] == [0.0, 0.25, 0.75, 1.0, 1.0]
 
 
+def test_cyclical_kl_annealing_by_hand() -> None:
+    tc = TrainConfig(kl_warmup_steps=4, kl_cycle_steps=6)
+    assert [beta_scale(tc, step) for step in range(14)] == [
+        0.0, 0.25, 0.5, 0.75, 1.0, 1.0, 0.0, 0.25, 0.5, 0.75, 1.0, 1.0, 0.0, 0.25]
+
+
 @pytest.mark.parametrize(("settings", "depends"), [
     ({}, False), ({"lr_warmup_steps": 10}, False), ({"lr_schedule": "cosine"}, True),
     ({"lr_schedule": "cosine", "lr_horizon_steps": 100}, False), ({"lr_schedule": "step"}, False),
@@ -106,6 +112,8 @@ def test_schedule_depends_on_epochs(settings: dict[str, Any], depends: bool) -> 
     ({"lr_warmup_steps": 10, "lr_horizon_steps": 10}, r"lr_horizon_steps \(10\) must exceed train.lr_warmup_steps"),
     ({"lr_schedule": "plateau"}, "plateau needs a validation split"), ({"lr_plateau_patience": -1}, "lr_plateau_patience"),
     ({"weight_decay": -0.1}, "weight_decay"), ({"weight_decay": float("nan")}, "weight_decay"),
+    ({"kl_cycle_steps": 10}, r"kl_cycle_steps \(10\) repeats the KL warm-up"),
+    ({"kl_cycle_steps": 10, "kl_warmup_steps": 11}, "kl_warmup_steps=11"),
     ({"betas": [0.9]}, "betas"), ({"betas": [0.9, 1.0]}, "betas"), ({"momentum": 1.0}, "momentum"),
 ])
 def test_bad_controls_are_refused(settings: dict[str, Any], message: str) -> None:
@@ -266,7 +274,7 @@ ALL_CONTROLS = (
 #: Another optimizer and schedule, whose state a resume restores too.
 ADAMW_CONTROLS = (
     *(c for c in ALL_CONTROLS if "lr_schedule" not in c), "train.lr_schedule=plateau", "train.optimizer=adamw",
-    "train.weight_decay=0.01",
+    "train.weight_decay=0.01", "train.kl_cycle_steps=7",
 )
 
 
@@ -299,7 +307,12 @@ def test_resume_with_every_control_is_bit_exact(data_dir: Path, tmp_path: Path, 
             for r in read_metrics(reference.metrics_path)]
     assert records == want
     steps = [r for r in want if r["kind"] == "step"]
-    assert steps[0]["beta_scale"] == 0.6 and steps[1]["beta_scale"] == 1.0 and steps[0]["lr"] == 0.002
+    # each step record holds the multiplier of its interval's last update (global step - 1)
+    assert [r["beta_scale"] for r in steps] == [beta_scale(config.train, r["global_step"] - 1) for r in steps]
+    assert steps[0]["beta_scale"] == 0.6 and steps[0]["lr"] == 0.002
+    if "train.kl_cycle_steps=7" in controls:
+        assert [r["beta_scale"] for r in steps[:3]] == [0.6, 0.0, 0.8]  # updates 3, 7 (a new cycle), 11
+
 
 
 def test_resume_may_change_the_optimisation(

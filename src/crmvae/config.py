@@ -169,6 +169,9 @@ class TrainConfig:
     #: Steps over which a multiplier on the objective's ``beta`` (every divergence term) rises
     #: linearly from 0 to 1 (KL warm-up; 0: none).
     kl_warmup_steps: int = 0
+    #: With it, the KL warm-up restarts every this many steps (cyclical annealing, Fu et al. 2019:
+    #: the multiplier rises from 0 to 1 over the first ``kl_warmup_steps`` of every cycle); null: once.
+    kl_cycle_steps: int | None = None
     #: Largest global L2 norm of the gradient (``clip_grad_norm_``); null: no clipping.
     grad_clip_norm: float | None = None
     #: Training examples held out, by a split seeded with ``seed``, to pick the best epoch: with
@@ -185,7 +188,7 @@ class TrainConfig:
             "epochs": 1, "batch_size": 1, "seed": 0, "log_every": 1, "checkpoint_every": 1, "grid_examples": 0,
             "threads": 1, "max_steps": 1, "lr_warmup_steps": 0, "lr_horizon_steps": 1, "lr_decay_every": 1,
             "kl_warmup_steps": 0, "validation_size": 0, "early_stopping_patience": 1, "lr_plateau_patience": 0,
-            "save_every_epochs": 1, "grids_every_epochs": 1,
+            "save_every_epochs": 1, "grids_every_epochs": 1, "kl_cycle_steps": 1,
         })
         if self.threads is not None and self.threads > MAX_THREADS:
             raise ConfigError(f"train.threads must be <= {MAX_THREADS} or null, got {self.threads}")
@@ -197,6 +200,9 @@ class TrainConfig:
             raise ConfigError(f"train.grad_clip_norm must be a positive number or null, got {self.grad_clip_norm}")
         if self.early_stopping_patience is not None and not self.validation_size:
             raise ConfigError("train.early_stopping_patience needs a validation split: set train.validation_size")
+        if self.kl_cycle_steps is not None and not 0 < self.kl_warmup_steps <= self.kl_cycle_steps:
+            raise ConfigError(f"train.kl_cycle_steps ({self.kl_cycle_steps}) repeats the KL warm-up: it needs "
+                              f"0 < train.kl_warmup_steps <= kl_cycle_steps, got kl_warmup_steps={self.kl_warmup_steps}")
         if self.lr_schedule == "plateau" and not self.validation_size:
             raise ConfigError("train.lr_schedule=plateau needs a validation split: set train.validation_size")
         if not 0 <= self.weight_decay < math.inf:

@@ -94,9 +94,13 @@ def plateau_update(tc: TrainConfig, improved: bool, bad_epochs: int, reductions:
 
 
 def beta_scale(tc: TrainConfig, step: int) -> float:
-    """The multiplier on the objective's ``beta`` at global ``step``: ``step / kl_warmup_steps``
-    up to 1 (KL warm-up), always 1 without a warm-up."""
-    return min(step / tc.kl_warmup_steps, 1.0) if tc.kl_warmup_steps else 1.0
+    """The multiplier on the objective's ``beta`` at global ``step``: ``t / kl_warmup_steps`` up
+    to 1 (KL warm-up), where ``t`` is ``step``, or ``step mod kl_cycle_steps`` for cyclical
+    annealing; always 1 without a warm-up."""
+    if not tc.kl_warmup_steps:
+        return 1.0
+    t = step % tc.kl_cycle_steps if tc.kl_cycle_steps else step
+    return min(t / tc.kl_warmup_steps, 1.0)
 
 
 def schedule_depends_on_epochs(tc: TrainConfig) -> bool:
