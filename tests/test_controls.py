@@ -478,3 +478,15 @@ def test_grids_every_kth_epoch_leave_training_unchanged(data_dir: Path, tmp_path
     names = ["from_m0.png", "from_m1.png", "from_m2.png", "from_m3.png", "from_m4.png", "prior_samples.png"]
     assert seen.calls == [(16, [f"grids/epoch2/{n}" for n in names]), (24, [f"grids/{n}" for n in names])]
     assert [p.name for p in result.grids] == names
+
+
+def test_drop_last_leaves_out_the_short_batch(data_dir: Path, tmp_path: Path) -> None:
+    """256 training examples in batches of 48: five full batches and one of 16, or five."""
+    kept = train(tiny_config(data_dir, "train.batch_size=48", "train.grid_examples=0"), tmp_path / "kept")
+    dropped = train(tiny_config(data_dir, "train.batch_size=48", "train.drop_last=true", "train.grid_examples=0"),
+                    tmp_path / "dropped")
+    assert (kept.global_step, dropped.global_step) == (12, 10)
+    summaries = [json.loads(r.summary_path.read_text()) for r in (kept, dropped)]
+    assert [s["examples_seen"] for s in summaries] == [512, 480]
+    with pytest.raises(ConfigError, match="train.drop_last with train.batch_size=300 leaves no batch of the 256"):
+        train(tiny_config(data_dir, "train.batch_size=300", "train.drop_last=true"), tmp_path / "none")

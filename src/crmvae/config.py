@@ -124,6 +124,9 @@ class TrainConfig:
 
     epochs: int = 500
     batch_size: int = 256
+    #: Leave out each epoch's last batch when it is smaller than ``batch_size`` (its examples,
+    #: shuffled anew each epoch, are seen in other epochs).
+    drop_last: bool = False
     lr: float = 5e-4
     seed: int = 0
     device: str = "cpu"

@@ -310,7 +310,10 @@ class Trainer:
         if checkpoint is not None:
             self._restore(checkpoint)
         self.net = wrap(model, ctx, device)
-        self.steps_per_epoch = self.train_set.num_batches(tc.batch_size)
+        self.steps_per_epoch = self.train_set.num_batches(tc.batch_size, tc.drop_last)
+        if not self.steps_per_epoch:
+            raise ConfigError(f"train.drop_last with train.batch_size={tc.batch_size} leaves no batch of the "
+                              f"{len(self.train_set)} training examples of {self.train_set.name}")
         if self.state.step_in_epoch > self.steps_per_epoch:
             raise CheckpointError(
                 f"{out / CHECKPOINT_FILE}: step {self.state.step_in_epoch} of an epoch of {self.steps_per_epoch} steps; "
@@ -320,7 +323,8 @@ class Trainer:
         self.total_steps = self.planned_steps if tc.max_steps is None else min(tc.max_steps, self.planned_steps)
         self.lr, self.beta_scale = tc.lr, 1.0
         self.grids: list[Path] = []
-        progress = Progress(tc.epochs, self.steps_per_epoch, len(self.train_set), self.total_steps,
+        epoch_examples = min(len(self.train_set), self.steps_per_epoch * tc.batch_size)  # less with drop_last
+        progress = Progress(tc.epochs, self.steps_per_epoch, epoch_examples, self.total_steps,
                             bar=tc.progress and ctx.is_main and live())
         self.callbacks = build_callbacks(tc, out, ctx.is_main, progress, callbacks)
         self.session_start = self.log_time = time.perf_counter()
@@ -380,7 +384,8 @@ class Trainer:
         self.callbacks.on_epoch_start(self)
         epoch_start = self.log_time = time.perf_counter()
         self.log_examples = epoch_examples = s.examples_seen
-        batches = self.train_set.batches(tc.batch_size, shuffle=True, generator=generator, start=s.step_in_epoch)
+        batches = self.train_set.batches(tc.batch_size, shuffle=True, generator=generator, drop_last=tc.drop_last,
+                                         start=s.step_in_epoch)
         for batch in batches:
             self._step(batch)
             self.callbacks.on_step_end(self)
