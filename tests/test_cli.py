@@ -168,3 +168,25 @@ def test_print_config_is_the_run_configuration_and_trains_nothing(
     expected = build_run_config("polymnist", "crmvae", "cpu-short", ["train.optimizer=adamw", "train.epochs=4"])
     assert load_config(RunConfig, tmp_path / "printed.yaml") == expected
     assert sorted(p.name for p in tmp_path.iterdir()) == ["printed.yaml"]  # no run folder
+
+
+def test_encode_writes_the_latents_of_each_subset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import numpy as np
+
+    from test_faults import FAST, user_data
+
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(user_data(tmp_path / "data")), "--out", str(run), "--epochs", "1", *FAST]) == 0
+    assert main(["encode", str(run)]) == 0
+    assert capsys.readouterr().out.strip().endswith("mean:img [5, 4], mean:vec [5, 4], mean:img,vec [5, 4]")
+    with np.load(run / "latents-test.npz") as arrays:
+        assert sorted(arrays.files) == ["logvar:img", "logvar:img,vec", "logvar:vec", "mean:img", "mean:img,vec",
+                                        "mean:vec", "modalities", "present"]
+    out = tmp_path / "train.npz"
+    assert main(["encode", str(run / "model.pt"), "--from", "vec,img", "--dataset-split", "train", "--n", "7",
+                 "--out", str(out)]) == 0
+    with np.load(out) as arrays:
+        assert arrays["mean:img,vec"].shape == (7, 4) and arrays["present"].shape == (7, 2)
+    capsys.readouterr()
+    assert main(["encode", str(run), "--from", "img,sound"]) == 2
+    assert "subset 'img,sound': unknown modalities ['sound']" in capsys.readouterr().err

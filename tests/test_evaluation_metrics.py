@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from crmvae.config import ModalityConfig, ModelConfig
 from crmvae.data import Batch, ModalitySpec, MultimodalDataset
+from crmvae.errors import ConfigError
 from crmvae.data.text import decode_tokens, encode_strings
 from crmvae.distributions import all_subsets
 from crmvae.evaluation import similarity, usage
@@ -40,6 +41,7 @@ from crmvae.evaluation.fid import (
 )
 from crmvae.evaluation.latents import (
     SubsetPosteriors,
+    encode_dataset,
     mean_by_size,
     proper_subsets,
     subset_names,
@@ -473,3 +475,31 @@ def test_a_mixture_model_reports_no_joint_kl() -> None:
     assert joint not in result.kl_to_prior and joint in result.active_units
     assert set(result.kl_to_prior) == set(NAMES) and all(v >= 0 for v in result.kl_to_prior.values())
     assert "kl" not in result.as_result(joint)["joint"]
+
+
+# --------------------------------------------------------------------------------------------
+# latents of a dataset
+
+
+@pytest.mark.parametrize("objective", ["crmvae", "mmvae"])  # product of experts; mixture
+def test_encoded_latents_are_each_subsets_posterior_mean(objective: str) -> None:
+    model = tiny_model(objective, latent_dim=6)
+    data = template_dataset(50)
+    mask = torch.rand(50, 3, generator=torch.Generator().manual_seed(2)) > 0.3
+    mask[:, 1] |= ~mask.any(1)  # every example keeps a modality; some lack all of subset {m2} or {m0, m2}
+    data = MultimodalDataset(data.tensors, list(data.specs.values()), data.labels, mask)
+    subsets = [["m2"], ["m2", "m0"], ["m0", "m1", "m2"]]
+    arrays = encode_dataset(model, data, subsets, batch_size=16)
+    batch = data.batch(torch.arange(50))
+    for subset, key in zip(subsets, ["m2", "m0,m2", "m0,m1,m2"]):
+        posterior = model.posterior(batch.data, subset, batch.mask)
+        torch.testing.assert_close(torch.from_numpy(arrays[f"mean:{key}"]), posterior.mean())
+        if objective == "crmvae":
+            torch.testing.assert_close(torch.from_numpy(arrays[f"logvar:{key}"]), posterior.logvar)
+    assert ("logvar:m2" in arrays) is (objective == "crmvae")
+    assert (arrays["present"] == mask.numpy()).all() and (arrays["labels"] == data.labels.numpy()).all()
+    assert list(arrays["modalities"]) == NAMES
+    with pytest.raises(ConfigError, match=r"subset 'm0,m9': unknown modalities \['m9'\]"):
+        encode_dataset(model, data, [["m0", "m9"]])
+    with pytest.raises(ConfigError, match=r"subsets repeated: \['m0,m1'\]"):
+        encode_dataset(model, data, [["m0", "m1"], ["m1", "m0"]])

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 
@@ -230,6 +231,29 @@ def checkpoint_info(path: str | Path) -> dict[str, Any]:
     return info
 
 
+def cmd_encode(args: argparse.Namespace) -> int:
+    from .evaluation.evaluate import resolve_checkpoint
+    from .evaluation.latents import encode_dataset
+
+    checkpoint = resolve_checkpoint(args.checkpoint)
+    model = load_model(checkpoint, map_location=resolve_device(args.device)).eval()
+    names = model.modality_names
+    subsets = [[name.strip() for name in item.split(",") if name.strip()] for item in args.subsets] or [
+        *([name] for name in names), list(names)]
+    dataset = load_dataset(_generation_data(args, checkpoint), args.dataset_split)
+    check_dataset(model.config, dataset)
+    for flag, value in (("--n", args.n), ("--batch-size", args.batch_size)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} must be >= 1, got {value}")
+    if args.n is not None:
+        dataset = dataset.subset(slice(0, args.n))
+    arrays = encode_dataset(model, dataset, subsets, args.batch_size)
+    out = Path(args.out or checkpoint.parent / f"latents-{args.dataset_split}.npz")
+    atomic_write(out, lambda handle: np.savez(handle, **arrays))
+    print(f"{out}: " + ", ".join(f"{k} {list(v.shape)}" for k, v in arrays.items() if k.startswith("mean:")))
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     info = checkpoint_info(args.checkpoint)
     if args.json:
@@ -384,6 +408,19 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--dataset", help="dataset name (default: the run's config.yaml)")
     gen.add_argument("--set", action="append", default=[], metavar="data.KEY=VALUE", help="a data override")
     gen.set_defaults(func=cmd_generate)
+
+    enc = commands.add_parser("encode", help="write the posterior means of q(z | subset) for a split (.npz)")
+    enc.add_argument("checkpoint", help="model.pt, checkpoint.pt, a run folder or an export folder")
+    enc.add_argument("--from", dest="subsets", action="append", default=[], metavar="M0[,M1...]",
+                     help="a subset to infer from (repeatable; default: each modality, then all of them)")
+    enc.add_argument("--dataset-split", default="test", help="split to encode (default test)")
+    enc.add_argument("--n", type=int, help="the first N examples (default: all)")
+    enc.add_argument("--batch-size", type=int, default=256)
+    enc.add_argument("--out", help="output .npz (default: <checkpoint folder>/latents-<split>.npz)")
+    enc.add_argument("--device", default="cpu")
+    enc.add_argument("--dataset", help="dataset name (default: the run's config.yaml)")
+    enc.add_argument("--set", action="append", default=[], metavar="data.KEY=VALUE", help="a data override")
+    enc.set_defaults(func=cmd_encode)
 
     info = commands.add_parser("info", help="describe a checkpoint")
     info.add_argument("checkpoint", metavar="CHECKPOINT")

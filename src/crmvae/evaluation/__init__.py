@@ -24,7 +24,7 @@ from .evaluate import (
     format_results,
 )
 from .fid import FeatureExtractor, frechet_distance, gaussian_statistics, load_inception
-from .latents import SubsetPosteriors, subset_posteriors
+from .latents import SubsetPosteriors, encode_dataset, subset_posteriors
 from .probes import latent_probes
 from .similarity import latent_cosine_similarity
 from .text import edit_distances, text_scorer
@@ -43,6 +43,7 @@ __all__ = [
     "cross_coherence",
     "cross_generation_scores",
     "edit_distances",
+    "encode_dataset",
     "evaluate_checkpoint",
     "evaluate_model",
     "format_results",

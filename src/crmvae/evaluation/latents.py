@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -20,6 +21,8 @@ from ..distributions import (
     sample_mixture,
     subset_poe,
 )
+from ..data.base import BatchSource
+from ..errors import ConfigError
 from ..model import MultimodalVAE
 
 
@@ -79,3 +82,48 @@ def mean_by_size(entries: Iterable[tuple[str, float]]) -> dict[str, float]:
     for key, value in entries:
         groups.setdefault(len(key.split(",")), []).append(value)
     return {str(k): sum(v) / len(v) for k, v in sorted(groups.items())}
+
+
+def subset_matrix(subsets: Sequence[Sequence[str]], names: Sequence[str]) -> Tensor:
+    """The 0/1 matrix ``[K, M]`` of named subsets (modality order ``names``); an empty subset or
+    an unknown name is a :class:`ConfigError`."""
+    rows = torch.zeros(len(subsets), len(names))
+    for k, subset in enumerate(subsets):
+        unknown = sorted(set(subset) - set(names))
+        if not subset or unknown:
+            what = f"unknown modalities {unknown}" if subset else "an empty subset"
+            raise ConfigError(f"subset {','.join(subset)!r}: {what}; the model has {list(names)}")
+        rows[k, [names.index(name) for name in subset]] = 1.0
+    return rows
+
+
+@torch.no_grad()
+def encode_dataset(
+    model: MultimodalVAE, dataset: BatchSource, subsets: Sequence[Sequence[str]], batch_size: int = 256,
+) -> dict[str, np.ndarray]:
+    """The posterior means of ``q(z | X_S)`` for every example of ``dataset`` and each subset S,
+    from one encoder pass per modality and batch.
+
+    Returns ``{"mean:<S>": [N, D]}`` (``<S>`` as ``"m0,m2"``), ``{"logvar:<S>": [N, D]}`` for
+    product-of-experts models, ``"present"`` ``[N, M]`` (an example whose modalities of S are all
+    absent gets the prior's mean, 0), ``"modalities"`` and, when the dataset has them, ``"labels"``.
+    """
+    device = next(model.parameters()).device
+    rows = subset_matrix(subsets, model.modality_names)
+    keys = subset_names(rows, model.modality_names)
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise ConfigError(f"subsets repeated: {repeated}")
+    parts: dict[str, list[Tensor]] = {}
+    for batch in dataset.batches(batch_size):
+        batch = batch.to(device)
+        posterior = subset_posteriors(model, batch.data, batch.mask, rows)
+        values = {"mean": posterior.mean(), **({"logvar": posterior.logvar} if posterior.weights is None else {})}
+        for kind, tensor in values.items():
+            for key, rows_of_subset in zip(keys, tensor):
+                parts.setdefault(f"{kind}:{key}", []).append(rows_of_subset.float().cpu())
+        parts.setdefault("present", []).append(batch.mask.cpu())
+        if batch.labels is not None:
+            parts.setdefault("labels", []).append(batch.labels.cpu())
+    arrays = {name: torch.cat(chunks).numpy() for name, chunks in parts.items()}
+    return {**arrays, "modalities": np.array(model.modality_names)}
