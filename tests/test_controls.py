@@ -490,3 +490,19 @@ def test_drop_last_leaves_out_the_short_batch(data_dir: Path, tmp_path: Path) ->
     assert [s["examples_seen"] for s in summaries] == [512, 480]
     with pytest.raises(ConfigError, match="train.drop_last with train.batch_size=300 leaves no batch of the 256"):
         train(tiny_config(data_dir, "train.batch_size=300", "train.drop_last=true"), tmp_path / "none")
+
+
+def test_eval_batch_size_is_the_batch_of_the_test_and_validation_losses(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[tuple[bool, int]] = []
+    real = trainer_module.evaluate
+
+    def evaluate(model: Any, dataset: Any, batch_size: int, *args: Any) -> dict[str, float]:
+        seen.append((dataset.name.endswith("(validation)"), batch_size))
+        return real(model, dataset, batch_size, *args)
+
+    monkeypatch.setattr(trainer_module, "evaluate", evaluate)
+    train(tiny_config(data_dir, "train.epochs=1", "train.validation_size=32", "train.eval_batch_size=64",
+                      "train.grid_examples=0"), tmp_path / "out")
+    assert sorted(seen) == [(False, 64), (True, 64)]  # the test loss and the validation loss

@@ -127,6 +127,8 @@ class TrainConfig:
     #: Leave out each epoch's last batch when it is smaller than ``batch_size`` (its examples,
     #: shuffled anew each epoch, are seen in other epochs).
     drop_last: bool = False
+    #: Batch of the test and validation losses (no gradients: it can be larger); null: ``batch_size``.
+    eval_batch_size: int | None = None
     lr: float = 5e-4
     seed: int = 0
     device: str = "cpu"
@@ -192,6 +194,7 @@ class TrainConfig:
             "threads": 1, "max_steps": 1, "lr_warmup_steps": 0, "lr_horizon_steps": 1, "lr_decay_every": 1,
             "kl_warmup_steps": 0, "validation_size": 0, "early_stopping_patience": 1, "lr_plateau_patience": 0,
             "save_every_epochs": 1, "grids_every_epochs": 1, "kl_cycle_steps": 1,
+            "eval_batch_size": 1,
         })
         if self.threads is not None and self.threads > MAX_THREADS:
             raise ConfigError(f"train.threads must be <= {MAX_THREADS} or null, got {self.threads}")

@@ -490,7 +490,7 @@ class Trainer:
 
     def _evaluate(self, dataset: BatchSource) -> dict[str, float]:
         tc = self.config.train
-        return evaluate(self.model, dataset, tc.batch_size, tc.precision, tc.seed, memory_format(tc))
+        return evaluate(self.model, dataset, tc.eval_batch_size or tc.batch_size, tc.precision, tc.seed, memory_format(tc))
 
     def _log_epoch(self, complete: bool, examples: int, train_s: float, epoch_start: float, val_loss: float | None) -> None:
         s = self.state
