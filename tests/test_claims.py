@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -108,3 +109,26 @@ def test_the_weakest_comparison_is_the_one_with_the_least_evidence() -> None:
     verdict = check_claims([claim], runs, ["crmvae", "mvtcae"])[0]
     assert verdict.verdict == UNDECIDED and "1 significant" in verdict.effect
     assert "weakest: crmvae - mvtcae at k=2 = +0.4" in verdict.effect
+
+
+def test_claims_at_each_snapshot_show_the_budget_a_claim_needs() -> None:
+    """(a) fails after 1 epoch (crmvae below mvtcae), holds after 3; FID is measured at 3 only."""
+    from crmvae.evaluation.report import Report, claims_by_budget, render_markdown
+
+    records = []
+    for epochs, lead in ((1, -0.1), (3, 0.1)):
+        for s in range(3):
+            jitter = 0.002 * s
+            for model, base in (("crmvae", 0.5 + lead), ("mvtcae", 0.5)):
+                entry = run(model, [base + jitter] * 4, gap=0.1 + jitter)
+                if epochs == 1:
+                    del entry["result"]["fid"]
+                records.append({**entry, "epochs": epochs, "seed": s})
+    comparison = {"config": {"dataset": "polymnist", "models": ["crmvae", "mvtcae"]}, "records": records}
+    budget = claims_by_budget(comparison)
+    assert budget.epochs == [1, 3]
+    rows = dict(budget.rows)
+    assert rows["(a)"] == [FAILS, HOLDS] and rows["(e)"] == [UNDECIDED, UNDECIDED]  # equal gaps: no difference
+    assert rows["(b)"] == [NOT_MEASURED, NOT_MEASURED]
+    md = render_markdown(Report("t", [], [], claims=[("(a)", "s", "e", HOLDS)], claims_by_budget=budget), Path("."))
+    assert "| claim | 1 epoch | 3 epochs |" in md and f"| (a) | {FAILS} | {HOLDS} |" in md

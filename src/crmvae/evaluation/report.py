@@ -1,8 +1,8 @@
 """The report of a comparison study: ``results.json``, ``report.md``, ``report.html``, plots, grids.
 
 The tables hold the last snapshot; the learning curves every recorded snapshot; the claims table
-(:mod:`crmvae.evaluation.claims`) the paper's statements decided on the seeds; the records table
-every record the report was made from, with its settings hashes.
+(:mod:`crmvae.evaluation.claims`) the paper's statements decided on the seeds, at the last snapshot
+and at each one; the records table every record the report was made from, with its settings hashes.
 
 Every table cell is ``mean ± std`` over seeds (sample standard deviation, see
 :mod:`crmvae.evaluation.compare`); the best mean of each column is bold (highest for accuracies
@@ -37,6 +37,10 @@ CLAIMS_NOTE = (
     f"direction, does not hold when any is significant against it, and is undecided otherwise (always with one "
     f"seed). A claim that two models are close is decided by two one-sided Welch tests against a margin of "
     f"{CLOSE:.0%} of the second model's mean. Effects are differences of means at the last snapshot."
+)
+BUDGET_NOTE = (
+    "The same tests on the records of each snapshot alone: the budget from which a claim holds, or stops holding. "
+    "A metric that a snapshot did not evaluate leaves its claims not measured there."
 )
 FID_NOTE = "FID from a small sample count is biased upward; compare only figures computed with the same count."
 
@@ -351,6 +355,26 @@ def claim_rows(comparison: Mapping[str, Any]) -> list[tuple[str, str, str, str]]
     return [(v.claim.label, v.claim.statement, v.effect, v.verdict) for v in verdicts]
 
 
+@dataclass
+class ClaimsByBudget:
+    """Each claim's verdict at every recorded snapshot: ``rows`` of ``(label, [verdict per epoch])``."""
+
+    epochs: list[int]
+    rows: list[tuple[str, list[str]]]
+
+
+def claims_by_budget(comparison: Mapping[str, Any]) -> ClaimsByBudget:
+    """The claims decided on the records of each snapshot alone, to show the budget a claim needs
+    (a metric left out at a snapshot, as FID by ``--snapshot-metrics``, is *not measured* there)."""
+    make = CLAIMS.get(comparison["config"]["dataset"])
+    epochs = sorted({r["epochs"] for r in comparison["records"]})
+    if make is None or not epochs:
+        return ClaimsByBudget([], [])
+    models = comparison["config"]["models"]
+    verdicts = [check_claims(make(), [r for r in comparison["records"] if r["epochs"] == e], models) for e in epochs]
+    return ClaimsByBudget(epochs, [(claim.label, [at[i].verdict for at in verdicts]) for i, claim in enumerate(make())])
+
+
 def record_rows(comparison: Mapping[str, Any]) -> list[list[str]]:
     """One row per record used: model, seed, epochs, examples, times, CPU, settings hashes, file."""
     rows = []
@@ -382,6 +406,7 @@ class Report:
     plots: list[Path] = field(default_factory=list)
     grids: dict[str, list[Path]] = field(default_factory=dict)
     claims: list[tuple[str, str, str, str]] = field(default_factory=list)
+    claims_by_budget: ClaimsByBudget = field(default_factory=lambda: ClaimsByBudget([], []))
     records: list[list[str]] = field(default_factory=list)
 
 
@@ -400,6 +425,10 @@ def _facts(comparison: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("records", f"{len(comparison['records'])} (listed at the end)"),
         ("software", ", ".join(f"{k} {v}" for k, v in comparison["versions"].items())),
     ]
+
+
+def _epochs_label(epochs: int) -> str:
+    return f"{epochs} epoch{'' if epochs == 1 else 's'}"
 
 
 def _md_escape(text: str) -> str:
@@ -423,6 +452,11 @@ def render_markdown(report: Report, out_dir: Path) -> str:
                   "|---|---|---|---|"]
         lines += [f"| {label} | {_md_escape(text)} | {_md_escape(effect)} | **{verdict}** |"
                   for label, text, effect, verdict in report.claims]
+    budget = report.claims_by_budget
+    if len(budget.epochs) > 1:
+        lines += ["", "### Verdicts at each snapshot", "", BUDGET_NOTE, "",
+                  "| claim | " + " | ".join(map(_epochs_label, budget.epochs)) + " |", "|---|" + "---|" * len(budget.epochs)]
+        lines += [f"| {label} | " + " | ".join(verdicts) + " |" for label, verdicts in budget.rows]
     if report.records:
         lines += ["", "## Records used", "", "| " + " | ".join(RECORD_COLUMNS) + " |", "|" + "---|" * len(RECORD_COLUMNS)]
         lines += ["| " + " | ".join([*map(_md_escape, row[:-1]), f"[{row[-1]}]({row[-1]})"]) + " |" for row in report.records]
@@ -470,6 +504,13 @@ def render_html(report: Report, out_dir: Path) -> str:
         parts += [f"<tr><td>{e(label)}</td><td class=\"text\">{e(text)}</td><td class=\"text\">{e(effect)}</td>"
                   f"<td><b>{e(verdict)}</b></td></tr>" for label, text, effect, verdict in report.claims]
         parts.append("</table>")
+    budget = report.claims_by_budget
+    if len(budget.epochs) > 1:
+        parts += ["<h3>Verdicts at each snapshot</h3>", f"<p class=\"note\">{e(BUDGET_NOTE)}</p>",
+                  "<table><tr><th>claim</th>" + "".join(f"<th>{_epochs_label(x)}</th>" for x in budget.epochs) + "</tr>"]
+        parts += ["<tr><td>" + e(label) + "</td>" + "".join(f"<td class=\"text\">{e(v)}</td>" for v in verdicts) + "</tr>"
+                  for label, verdicts in budget.rows]
+        parts.append("</table>")
     if report.records:
         parts += ["<h2>Records used</h2>", "<table><tr>" + "".join(f"<th>{e(c)}</th>" for c in RECORD_COLUMNS) + "</tr>"]
         parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row[:-1])
@@ -497,6 +538,7 @@ def write_report(comparison: Mapping[str, Any], out_dir: str | Path | None = Non
         plots=write_plots(comparison, out),
         grids=record_grids(comparison["runs"], models, out) if grids else {},
         claims=claim_rows(comparison),
+        claims_by_budget=claims_by_budget(comparison),
         records=record_rows(comparison),
     )
     paths = {
