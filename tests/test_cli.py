@@ -190,3 +190,11 @@ def test_encode_writes_the_latents_of_each_subset(tmp_path: Path, capsys: pytest
     capsys.readouterr()
     assert main(["encode", str(run), "--from", "img,sound"]) == 2
     assert "subset 'img,sound': unknown modalities ['sound']" in capsys.readouterr().err
+
+
+def test_compare_all_models_is_crmvae_then_every_other_objective() -> None:
+    from crmvae.cli import _study_models
+    from crmvae.objectives import OBJECTIVES
+
+    assert _study_models("all") == ["crmvae", *sorted(set(OBJECTIVES) - {"crmvae"})]
+    assert _study_models("mvae, crmvae") == ["mvae", "crmvae"]

@@ -332,6 +332,12 @@ def _epochs(text: str) -> list[int]:
         raise ConfigError(f"--snapshots: expected comma-separated epochs, got {text!r}") from None
 
 
+def _study_models(text: str) -> list[str]:
+    """``--models``: the names given, or ``all``: CRMVAE, then every other registered objective."""
+    names = _names(text, "models")
+    return ["crmvae", *sorted(m for m in OBJECTIVES if m != "crmvae")] if names == ["all"] else names
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     # imported here: the report pulls in matplotlib, which no other command needs
     from .evaluation.compare import CompareConfig, EvalConfig, run_comparison
@@ -346,7 +352,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     evaluation = from_dict(EvalConfig, apply_overrides(to_dict(EvalConfig()), [*args.eval_set, *shortcuts]),
                            where="evaluation config")
     config = CompareConfig(
-        dataset=args.dataset, models=_names(args.models, "models"), seeds=seeds, preset=args.preset,
+        dataset=args.dataset, models=_study_models(args.models), seeds=seeds, preset=args.preset,
         budget=list(args.budget), eval=evaluation, out_dir=args.out or f"docs/results/{args.dataset}-compare",
         runs_dir=args.runs_dir, snapshots=_epochs(args.snapshots) if args.snapshots else [],
         snapshot_metrics=_names(args.snapshot_metrics, "snapshot-metrics") if args.snapshot_metrics else None,
@@ -452,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp = commands.add_parser("compare", help="train/reuse and evaluate models x seeds, write a report")
     cmp.add_argument("--dataset", default=DEFAULTS["dataset"], help=f"dataset (default {DEFAULTS['dataset']})")
     cmp.add_argument("--models", required=True, metavar="M1,M2,...", help="objectives to compare, or variants with their own objective parameters "
-                     "(crmvae@recon_coef=half); the first is the main one")
+                     "(crmvae@recon_coef=half), or all; the first is the main one")
     cmp.add_argument("--seeds", default="0", metavar="S1,S2,...", help="training seeds (train.seed; every seed trains on the same data; default 0)")
     cmp.add_argument("--preset", default="cpu-short", help="preset of every run (default cpu-short)")
     cmp.add_argument("--budget", action="append", default=[], metavar="SECTION.KEY=VALUE",
