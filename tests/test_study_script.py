@@ -1,0 +1,65 @@
+"""benchmarks/study.sh: the compare commands of each study and stage, with a stand-in ``crmvae``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FAKE = """#!/usr/bin/env bash
+# records every call; a training call leaves a record folder for its model and seed, as compare does
+echo "$*" >> "$CALLS"
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+  case ${args[i]} in --out) out=${args[i+1]} ;; --models) models=${args[i+1]} ;; --seeds) seeds=${args[i+1]} ;; esac
+done
+[[ " $* " == *" --report-only "* ]] || mkdir -p "$out/records/$models/seed$seeds"
+"""
+
+
+def run_study(tmp_path: Path, *args: str) -> list[list[str]]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "crmvae").write_text(FAKE)
+    (bin_dir / "crmvae").chmod(0o755)
+    calls = tmp_path / "calls.txt"
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(calls), "RUNS_DIR": str(tmp_path / "runs")}
+    # a copy of the script in a scratch tree, so the report folders it names are made there
+    (tmp_path / "benchmarks").mkdir(exist_ok=True)
+    (tmp_path / "benchmarks" / "study.sh").write_text((ROOT / "benchmarks" / "study.sh").read_text())
+    subprocess.run(["bash", str(tmp_path / "benchmarks" / "study.sh"), *args], env=env, check=True, capture_output=True)
+    return [line.split() for line in calls.read_text().splitlines()]
+
+
+def value(call: list[str], flag: str) -> str:
+    return call[call.index(flag) + 1]
+
+
+@pytest.mark.parametrize(("study", "dataset", "preset", "out", "stage", "trained"), [
+    ("polymnist-short", "polymnist", "cpu-short", "docs/results/polymnist-short-study", "6", [("mmvae", "0"), ("mmjsd", "0")]),
+    ("polymnist", "polymnist", "paper", "docs/results/polymnist-study", "3", [("mopoe", "0"), ("mmjsd_poe", "0"), ("mvae", "0")]),
+    ("mnist_svhn_text-short", "mnist_svhn_text", "cpu-short", "docs/results/mnist-svhn-text-short-study", "4",
+     [("mopoe", "1"), ("mvae", "1")]),
+])
+def test_each_stage_trains_its_models_and_reports_every_record(
+    tmp_path: Path, study: str, dataset: str, preset: str, out: str, stage: str, trained: list[tuple[str, str]]
+) -> None:
+    calls = run_study(tmp_path, study, stage)
+    training = [c for c in calls if "--report-only" not in c]
+    assert [(value(c, "--models"), value(c, "--seeds")) for c in training] == trained
+    for call in calls:
+        assert (value(call, "--dataset"), value(call, "--preset"), value(call, "--out")) == (dataset, preset, out)
+        assert value(call, "--snapshots") == "1,3,10" and value(call, "--n-test") == "2000"
+        assert value(call, "--runs-dir") == str(tmp_path / "runs" / Path(out).name)
+    reports = [c for c in calls if "--report-only" in c]
+    assert len(reports) == len(trained)  # after each model, a report of every record so far
+    assert value(reports[-1], "--models") == ",".join(m for m, _ in trained)
+
+
+def test_an_unknown_study_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(subprocess.CalledProcessError) as caught:
+        run_study(tmp_path, "mnist")
+    assert caught.value.returncode == 2 and b"unknown study mnist" in caught.value.stderr
