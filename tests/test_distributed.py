@@ -1,5 +1,6 @@
 """Data-parallel training: sharding arithmetic, the divisibility check, 2 gloo processes on the CPU
-against one process with the same global batch (stopped and resumed), and the collective NaN guard.
+against one process with the same global batch (stopped and resumed; with a validation split, the
+plateau schedule, AdamW and kept epochs), and the collective NaN guard.
 
 The objectives draw their reparameterisation noise with ``torch.randn`` for the shape of the batch
 they see, so a rank's noise cannot equal the single-process noise of the same examples. The
@@ -139,10 +140,16 @@ def _worker(rank: int, port: int, config: RunConfig, out: Path, nan_out: Path) -
         dist.destroy_process_group()
 
 
+#: Controls whose state every rank must agree on: the validation loss (rank 0's, shared) drives the
+#: plateau schedule and the best weights; AdamW's state; the models kept each epoch (rank 0).
+CONTROLS = ("data.train_size=49", "train.validation_size=8", "train.lr_schedule=plateau", "train.lr_plateau_patience=0",
+            "train.optimizer=adamw", "train.weight_decay=0.01", "train.save_every_epochs=1")
+
+
 @pytest.fixture(scope="module")
 def runs(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The same configuration trained in one process and, stopped and resumed, in two."""
-    config = tiny_config(data_dir)
+    config = tiny_config(data_dir, *CONTROLS)
     single, ddp = tmp_path_factory.mktemp("single") / "out", tmp_path_factory.mktemp("ddp") / "out"
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(crmvae_objective, "reparameterize", example_wise_noise)
@@ -164,7 +171,7 @@ def test_two_processes_match_one(runs: tuple[Path, Path]) -> None:
     one, two = (read_checkpoint(run / "model.pt")["model"] for run in runs)
     assert one.keys() == two.keys()
     torch.manual_seed(0)
-    start = _flat(MultimodalVAE(tiny_config(Path(".")).model).state_dict())
+    start = _flat(MultimodalVAE(tiny_config(Path("."), *CONTROLS).model).state_dict())
     travelled, apart = (_flat(one) - start).norm(), (_flat(two) - _flat(one)).norm()
     assert travelled > 1.0 and apart < 5e-4 * travelled, (float(travelled), float(apart))
     close = torch.isclose(_flat(two), _flat(one), rtol=1e-4, atol=1e-5).float().mean()
@@ -178,6 +185,11 @@ def test_two_processes_match_one(runs: tuple[Path, Path]) -> None:
     assert [r["epoch"] for r in epochs[1]] == [1, 2]
     for a, b in zip(*epochs):
         assert b["test_loss"] == pytest.approx(a["test_loss"], rel=1e-4)
+        assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-4)
+    states = [read_checkpoint(run / "checkpoint.pt") for run in runs]
+    assert [(c["best_epoch"], c["plateau_bad_epochs"], c["plateau_reductions"]) for c in states] == [
+        (states[0]["best_epoch"], states[0]["plateau_bad_epochs"], states[0]["plateau_reductions"])] * 2
+    assert sorted(p.name for p in (runs[1] / "epochs").iterdir()) == ["epoch1.pt", "epoch2.pt"]
 
 
 def test_rank_zero_writes_the_run_and_every_rank_state(runs: tuple[Path, Path]) -> None:
