@@ -152,7 +152,7 @@ def test_generate_from_an_empty_subset_is_one_line(tmp_path: Path, capsys: pytes
     assert main(["train", "--data", str(user_data(tmp_path / "data")), "--out", str(run), "--epochs", "1", *FAST]) == 0
     capsys.readouterr()
     assert main(["generate", str(run), "--from", ",", "--n", "2"]) == 2
-    assert capsys.readouterr().err.strip().endswith("--from : no modality named; the model has ['img', 'vec']")
+    assert capsys.readouterr().err.strip().endswith("subset '': an empty subset; the model has ['img', 'vec']")
 
 
 def test_print_config_is_the_run_configuration_and_trains_nothing(

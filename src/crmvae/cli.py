@@ -38,9 +38,10 @@ from .config import (
     load_mapping,
     to_dict,
 )
-from .data import available_datasets, dataset_info, get_dataset, load_dataset
+from .data import MultimodalDataset, available_datasets, dataset_info, get_dataset, load_dataset
 from .errors import ConfigError, CrmvaeError
 from .fileio import atomic_write, make_dir, write_error
+from .model import MultimodalVAE
 from .objectives import OBJECTIVES
 from .presets import build_run_config
 from .training import CHECKPOINT_FILE, CONFIG_FILE, check_dataset, resolve_device, train
@@ -175,21 +176,26 @@ def _generation_data(args: argparse.Namespace, checkpoint: Path) -> DataConfig:
     return from_dict(DataConfig, values, where="data")
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
+def _conditioned_run(args: argparse.Namespace) -> tuple[Path, MultimodalVAE, MultimodalDataset, list[list[str]] | None]:
+    """What ``generate`` and ``encode`` share: the checkpoint, its model (eval mode), the ``--from``
+    subsets (checked against the model; None when none is given) and the split to condition on."""
     from .evaluation.evaluate import resolve_checkpoint
+    from .evaluation.latents import subset_matrix
 
     checkpoint = resolve_checkpoint(args.checkpoint)
-    if args.n < 1:
-        raise ConfigError(f"--n must be >= 1, got {args.n}")
-    model = load_model(checkpoint, map_location=resolve_device(args.device))
+    model = load_model(checkpoint, map_location=resolve_device(args.device)).eval()
     subsets = [[name.strip() for name in item.split(",") if name.strip()] for item in args.subsets] or None
-    for subset in subsets or []:
-        unknown = sorted(set(subset) - set(model.modality_names))
-        if not subset or unknown:
-            what = f"unknown modalities {unknown}" if subset else "no modality named"
-            raise ConfigError(f"--from {','.join(subset)}: {what}; the model has {model.modality_names}")
+    if subsets:
+        subset_matrix(subsets, model.modality_names)
     dataset = load_dataset(_generation_data(args, checkpoint), args.dataset_split)
     check_dataset(model.config, dataset)
+    return checkpoint, model, dataset, subsets
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    if args.n < 1:
+        raise ConfigError(f"--n must be >= 1, got {args.n}")
+    checkpoint, model, dataset, subsets = _conditioned_run(args)
     batch = dataset.batch(torch.arange(min(args.n, len(dataset))))
     out = Path(args.out or checkpoint.parent / f"generated-{args.dataset_split}")
     for path in save_generation_grids(model, batch, out, subsets, seed=args.seed, decode_text=dataset.text_decoders):
@@ -232,22 +238,16 @@ def checkpoint_info(path: str | Path) -> dict[str, Any]:
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
-    from .evaluation.evaluate import resolve_checkpoint
     from .evaluation.latents import encode_dataset
 
-    checkpoint = resolve_checkpoint(args.checkpoint)
-    model = load_model(checkpoint, map_location=resolve_device(args.device)).eval()
-    names = model.modality_names
-    subsets = [[name.strip() for name in item.split(",") if name.strip()] for item in args.subsets] or [
-        *([name] for name in names), list(names)]
-    dataset = load_dataset(_generation_data(args, checkpoint), args.dataset_split)
-    check_dataset(model.config, dataset)
     for flag, value in (("--n", args.n), ("--batch-size", args.batch_size)):
         if value is not None and value < 1:
             raise ConfigError(f"{flag} must be >= 1, got {value}")
+    checkpoint, model, dataset, subsets = _conditioned_run(args)
+    names = model.modality_names
     if args.n is not None:
         dataset = dataset.subset(slice(0, args.n))
-    arrays = encode_dataset(model, dataset, subsets, args.batch_size)
+    arrays = encode_dataset(model, dataset, subsets or [*([name] for name in names), list(names)], args.batch_size)
     out = Path(args.out or checkpoint.parent / f"latents-{args.dataset_split}.npz")
     atomic_write(out, lambda handle: np.savez(handle, **arrays))
     print(f"{out}: " + ", ".join(f"{k} {list(v.shape)}" for k, v in arrays.items() if k.startswith("mean:")))
