@@ -153,7 +153,7 @@ def test_a_cache_of_the_right_format_but_damaged_is_retrained(
     torch.save(_damage_entry(torch.load(path, weights_only=True), case), path)
     with caplog.at_level("WARNING", logger="crmvae"):
         again = load_or_train_classifiers(digits, QUICK)
-    assert f"classifier cache {path} holds no usable classifiers" in caplog.text
+    assert f"evaluation cache {path} holds unusable contents" in caplog.text
     assert sorted(again) == [f"m{k}" for k in range(5)]
     assert all(isinstance(c.test_accuracy, float) for c in again.values())
     assert sorted(torch.load(path, weights_only=True)["classifiers"]) == sorted(again)  # rewritten whole
@@ -176,7 +176,7 @@ def test_damaged_fid_statistics_are_computed_again(digits: DataConfig, damage, c
     torch.save(damage(torch.load(path, weights_only=True)), path)
     with caplog.at_level("WARNING", logger="crmvae"):
         again = cached_real_statistics(digits, "test", test, extractor, "m0", 64)
-    assert f"FID statistics cache {path} holds no usable statistics" in caplog.text
+    assert f"evaluation cache {path} holds unusable contents" in caplog.text
     assert (again[0] == mu).all() and (again[1] == sigma).all()
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 
@@ -21,6 +22,8 @@ from ..data.cache import resolve_data_dir, spec_key
 from ..fileio import TORCH_LOAD_ERRORS
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 FORMAT = "crmvae-eval-cache"
 VERSION = 1
@@ -44,8 +47,11 @@ def cache_file(data_cfg: DataConfig, kind: str, spec: dict[str, Any]) -> Path:
     return resolve_data_dir(data_cfg.data_dir) / f"{kind}-{data_cfg.dataset}-{key}.pt"
 
 
-def read_cached(path: Path) -> dict[str, Any] | None:
-    """The payload saved by :func:`write_cached`, or None when absent or unusable (logged)."""
+def read_cached(path: Path, decode: Callable[[dict[str, Any]], T]) -> T | None:
+    """``decode(payload)`` of the payload saved by :func:`write_cached`, or None when the file is
+    absent or unusable (logged, so that the caller computes it again): unreadable, of an unknown
+    format, or contents ``decode`` refuses with ``KeyError``, ``TypeError``, ``ValueError`` or
+    ``RuntimeError`` (a file of the right format, damaged)."""
     if not path.is_file():
         return None
     try:
@@ -56,7 +62,12 @@ def read_cached(path: Path) -> dict[str, Any] | None:
     if not isinstance(payload, dict) or (payload.get("format"), payload.get("version")) != (FORMAT, VERSION):
         log.warning("evaluation cache %s has an unknown format; recomputing it", path)
         return None
-    return payload
+    try:
+        return decode(payload)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        log.warning("evaluation cache %s holds unusable contents (%s: %s); recomputing it",
+                    path, type(exc).__name__, str(exc).splitlines()[0][:200])
+        return None
 
 
 def write_cached(path: Path, payload: dict[str, Any]) -> None:

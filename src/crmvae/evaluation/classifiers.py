@@ -330,13 +330,9 @@ def load_or_train_classifiers(
         raise DataError(f"{test.name}: coherence classifiers need labels, the dataset has none")
     chosen = {m: classifier_for(s, data_cfg.dataset) for m, s in test.specs.items()} | dict(architectures or {})
     path = classifier_cache_path(data_cfg, config, chosen)
-    payload = read_cached(path)
-    if payload is not None:
-        try:
-            return {m: _restore(test.specs[m], payload["classifiers"][m], payload["num_classes"]) for m in chosen}
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # a cache file of the right format, damaged
-            log.warning("classifier cache %s holds no usable classifiers (%s: %s); training them again",
-                        path, type(exc).__name__, str(exc).splitlines()[0][:200])
+    cached = read_cached(path, lambda p: {m: _restore(test.specs[m], p["classifiers"][m], p["num_classes"]) for m in chosen})
+    if cached is not None:
+        return cached
     train = load_dataset(data_cfg, "train")
     assert train.labels is not None
     num_classes = int(max(train.labels.max(), test.labels.max())) + 1

