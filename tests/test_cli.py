@@ -190,6 +190,9 @@ def test_encode_writes_the_latents_of_each_subset(tmp_path: Path, capsys: pytest
     capsys.readouterr()
     assert main(["encode", str(run), "--from", "img,sound"]) == 2
     assert "subset 'img,sound': unknown modalities ['sound']" in capsys.readouterr().err
+    for flag in ("--n", "--batch-size"):
+        assert main(["encode", str(run), flag, "0"]) == 2
+        assert f"{flag} must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_compare_all_models_is_crmvae_then_every_other_objective() -> None:

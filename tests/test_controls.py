@@ -114,6 +114,8 @@ def test_schedule_depends_on_epochs(settings: dict[str, Any], depends: bool) -> 
     ({"weight_decay": -0.1}, "weight_decay"), ({"weight_decay": float("nan")}, "weight_decay"),
     ({"kl_cycle_steps": 10}, r"kl_cycle_steps \(10\) repeats the KL warm-up"),
     ({"kl_cycle_steps": 10, "kl_warmup_steps": 11}, "kl_warmup_steps=11"),
+    ({"save_every_epochs": 0}, "save_every_epochs"), ({"grids_every_epochs": 0}, "grids_every_epochs"),
+    ({"eval_batch_size": 0}, "eval_batch_size"), ({"kl_cycle_steps": 0, "kl_warmup_steps": 1}, "kl_cycle_steps"),
     ({"betas": [0.9]}, "betas"), ({"betas": [0.9, 1.0]}, "betas"), ({"momentum": 1.0}, "momentum"),
 ])
 def test_bad_controls_are_refused(settings: dict[str, Any], message: str) -> None:
