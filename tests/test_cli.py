@@ -137,6 +137,20 @@ def test_generate(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "unknown modalities ['m9']" in capsys.readouterr().err
 
 
+def test_generate_from_a_mixture_fitted_to_the_aggregate_posterior(trained: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["generate", str(trained), "--n", "3", "--out", str(tmp_path), "--sampler", "gmm",
+            "--sampler-set", "n_components=2", "--sampler-set", "covariance=diag"]
+    assert main(args) == 0
+    assert Path(capsys.readouterr().out.split()[-1]).name == "gmm_samples.png"
+    first = (tmp_path / "gmm_samples.png").read_bytes()
+    assert main(args) == 0 and (tmp_path / "gmm_samples.png").read_bytes() == first  # the fit is seeded too
+    assert main([*args, "--sampler-set", "n_components=0"]) == 2
+    assert "sampler.n_components must be >= 1" in capsys.readouterr().err
+    assert main(["generate", str(trained), "--sampler", "flow"]) == 2
+    assert "unknown sampler 'flow'" in capsys.readouterr().err
+
+
 def test_models_and_data_list(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models"]) == 0
     out = capsys.readouterr().out

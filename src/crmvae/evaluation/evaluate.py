@@ -9,7 +9,11 @@ dataset's ``attribute_parsers``); FID needs image modalities; importance-sampled
 
     {"n_test", "classifier_accuracy", "cross_coherence", "attribute_coherence", "joint_coherence",
      "text", "fid", "probes", "cosine_similarity", "cosine_similarity_mismatched",
-     "cosine_similarity_gap", "latent_usage", "likelihood", "seconds"}
+     "cosine_similarity_gap", "latent_usage", "likelihood", "sampler", "seconds"}
+
+Joint coherence and the unconditional FID decode latents from ``EvalConfig.sampler``: the prior,
+or a density fitted to the aggregate posterior on the training split (:mod:`crmvae.samplers`);
+the result then says which, under ``"sampler"``.
 
 ``similarity`` also measures the latent usage (:mod:`crmvae.evaluation.usage`): KL to the prior
 and active units of each unimodal posterior and of the joint one.
@@ -36,6 +40,7 @@ from ..data import MultimodalDataset, load_dataset
 from ..data import text as text_data
 from ..errors import ConfigError, DataError
 from ..model import MultimodalVAE
+from ..samplers import LatentSampler, SamplerConfig, fit_sampler
 from ..seeding import private_rng
 from ..training import (
     CHECKPOINT_FILE,
@@ -110,7 +115,8 @@ class EvalConfig:
     dataset name (or ``"default"``) to the minimum recorded test accuracy of its classifiers.
     ``likelihood`` estimates ``log p(X)`` and ``log p(x_m | X_S)`` with ``likelihood_samples``
     importance samples (K) on the first ``likelihood_n_test`` evaluated examples that have every
-    modality (None: all), decoding ``likelihood_batch_size`` latents per call.
+    modality (None: all), decoding ``likelihood_batch_size`` latents per call. ``sampler``
+    chooses the latents of joint coherence and the unconditional FID (default: the prior).
     """
 
     metrics: list[str] | None = None
@@ -132,6 +138,7 @@ class EvalConfig:
     likelihood_batch_size: int = 1024
     classifier_thresholds: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -140,6 +147,7 @@ class EvalConfig:
             "fid_samples": 2, "probe_train_size": 2, "threads": 1, "n_test": 1, "likelihood_n_test": 1,
         })
         self.classifier.__post_init__()
+        self.sampler.__post_init__()
 
 
 def resolve_metrics(config: EvalConfig, labelled: bool, attribute_texts: bool = False) -> list[str]:
@@ -215,6 +223,9 @@ def _evaluate(model: MultimodalVAE, data_cfg: DataConfig, config: EvalConfig) ->
                             desc=what, enabled=config.progress)
 
     with private_rng(config.seed, device), autocast(device, config.precision):
+        sampler = _sampler(model, data_cfg, config, metrics, seconds)
+        if sampler.name != "prior":
+            results["sampler"] = sampler.describe()
         scorers: dict[str, Scorer] = {}
         if "coherence" in metrics:
             with _timed(seconds, "classifiers", config.progress):
@@ -238,10 +249,10 @@ def _evaluate(model: MultimodalVAE, data_cfg: DataConfig, config: EvalConfig) ->
                 results["attribute_coherence"] = _attribute_coherence(model, test, batches(test, "attributes"), config.use_mean)
         if "coherence" in metrics:
             with _timed(seconds, "joint_coherence", config.progress):
-                results["joint_coherence"] = joint_coherence(model, classifiers, len(test), config.batch_size)
+                results["joint_coherence"] = joint_coherence(model, classifiers, len(test), config.batch_size, sampler=sampler)
         if "fid" in metrics:
             with _timed(seconds, "fid", config.progress):
-                results["fid"] = _fid(model, data_cfg, test_full, config, device)
+                results["fid"] = _fid(model, data_cfg, test_full, config, device, sampler)
         if "probes" in metrics:
             with _timed(seconds, "probes", config.progress):
                 results["probes"] = _probes(model, data_cfg, test, config, batches)
@@ -260,6 +271,16 @@ def _evaluate(model: MultimodalVAE, data_cfg: DataConfig, config: EvalConfig) ->
     seconds["total"] = round(time.perf_counter() - start, 3)
     results["seconds"] = seconds
     return results
+
+
+def _sampler(model: MultimodalVAE, data_cfg: DataConfig, config: EvalConfig, metrics: list[str],
+             seconds: dict[str, float]) -> LatentSampler:
+    """The latent sampler of the unconditional metrics, fitted on the training split only when
+    one of them runs and the sampler needs data."""
+    if config.sampler.name == "prior" or not {"coherence", "fid"} & set(metrics):
+        return fit_sampler(model, None)
+    with _timed(seconds, "sampler", config.progress):
+        return fit_sampler(model, load_dataset(data_cfg, "train"), config.sampler)
 
 
 def _attribute_coherence(model: MultimodalVAE, test: MultimodalDataset, batches: Any, use_mean: bool) -> dict[str, Any]:
@@ -293,7 +314,8 @@ def _text_summary(per_subset: dict[str, dict[str, float]]) -> dict[str, Any]:
     }
 
 
-def _fid(model: MultimodalVAE, data_cfg: DataConfig, test: MultimodalDataset, config: EvalConfig, device: torch.device) -> dict[str, Any]:
+def _fid(model: MultimodalVAE, data_cfg: DataConfig, test: MultimodalDataset, config: EvalConfig, device: torch.device,
+         sampler: LatentSampler) -> dict[str, Any]:
     images = [m for m, s in model.shapes.items() if len(s) == 3 and s[0] in (1, 3)]
     if config.fid_modalities is None and not images:
         raise ConfigError(f"FID needs an image modality; the model has {dict(model.shapes)}")
@@ -306,7 +328,7 @@ def _fid(model: MultimodalVAE, data_cfg: DataConfig, test: MultimodalDataset, co
     def real(modality: str) -> Any:
         return cached_real_statistics(data_cfg, "test", test, extractor, modality, n, config.progress)
 
-    return model_fid(model, test, extractor, real, modalities, n, config.batch_size, config.progress)
+    return model_fid(model, test, extractor, real, modalities, n, config.batch_size, config.progress, sampler=sampler)
 
 
 def _probes(model: MultimodalVAE, data_cfg: DataConfig, test: MultimodalDataset, config: EvalConfig, batches: Any) -> dict[str, Any]:
@@ -382,6 +404,10 @@ def evaluate_checkpoint(path: str | Path, config: EvalConfig | None = None, data
 def format_results(results: dict[str, Any]) -> str:
     """A compact text table of :func:`evaluate_model`'s result."""
     lines = [f"test examples: {results['n_test']}"]
+    sampler = results.get("sampler", {}).get("name", "prior")
+    source = "" if sampler == "prior" else f" ({sampler} sampler)"
+    if sampler != "prior":
+        lines.append(f"{sampler} sampler: " + ", ".join(f"{k} {v}" for k, v in results["sampler"].items() if k != "name"))
     if "classifier_accuracy" in results:
         lines.append("classifier accuracy: " + "  ".join(f"{m} {v:.4f}" for m, v in results["classifier_accuracy"].items()))
     if "cross_coherence" in results:
@@ -390,7 +416,7 @@ def format_results(results: dict[str, Any]) -> str:
         for target, row in results["cross_coherence"]["table"].items():
             lines.append(f"  -> {target}: " + "  ".join(f"{s} {v:.3f}" for s, v in row.items()))
     if "joint_coherence" in results:
-        lines.append(f"joint coherence: {results['joint_coherence']:.4f}")
+        lines.append(f"joint coherence{source}: {results['joint_coherence']:.4f}")
     for m, entry in results.get("text", {}).items():
         lines.append(f"text {m}: exact match {entry['exact_match']:.4f}, mean Levenshtein distance {entry['mean_distance']:.3f}")
     if "fid" in results:
@@ -398,7 +424,7 @@ def format_results(results: dict[str, Any]) -> str:
         lines.append(f"FID ({fid['samples']} samples; few samples bias FID upward):")
         for m, value in fid["unconditional"].items():
             sizes = "  ".join(f"{k}: {v:.2f}" for k, v in fid["by_size"].get(m, {}).items())
-            lines.append(f"  {m}: prior {value:.2f}   given subsets of size {sizes}")
+            lines.append(f"  {m}: {sampler} {value:.2f}   given subsets of size {sizes}")
     if "probes" in results:
         probes = results["probes"]
         lines.append(f"latent probes ({probes['train_examples']} training examples) by subset size: "

@@ -27,6 +27,7 @@ from ..data.base import MultimodalDataset, to_model_input
 from ..distributions import gather_components, stratified_choice
 from ..errors import ConfigError, DataError
 from ..model import MultimodalVAE
+from ..samplers import LatentSampler, PriorSampler
 from ..training import autocast
 from ..training.progress import progress_bar
 from .cache import cache_file, read_cached, write_cached
@@ -207,15 +208,17 @@ def model_fid(
     batch_size: int = 256,
     progress: bool = False,
     generator: torch.Generator | None = None,
+    sampler: LatentSampler | None = None,
 ) -> dict[str, Any]:
     """Unconditional and conditional FIDs of ``modalities`` against ``real_statistics(m)``.
 
-    Unconditional: ``n`` decodings of ``z ~ N(0, I)``. Conditional, per target t and size k:
+    Unconditional: ``n`` decodings of latents from ``sampler`` (default: the prior ``N(0, I)``). Conditional, per target t and size k:
     for each of the first ``n`` test examples one ``z ~ q(z | X_S)`` from a subset S of size k
     without t (the subsets are dealt out evenly over the examples), decoded to t. Returns
     ``{"samples": n, "unconditional": {t: fid}, "by_size": {t: {"k": fid}}}``.
     """
     n = min(n, len(test))
+    sampler = sampler or PriorSampler(model.latent_dim)
     names = model.modality_names
     subsets = proper_subsets(len(names))
     sizes = subsets.sum(1).long()
@@ -238,7 +241,7 @@ def model_fid(
     for t in modalities:
         features = []
         for start in range(0, n, batch_size):
-            z = torch.randn(min(batch_size, n - start), model.latent_dim, generator=generator, device=device)
+            z = sampler.sample(min(batch_size, n - start), generator=generator, device=device)
             features.append(extractor(_decode(model, t, z)))
         unconditional[t] = fid_from_features(real_statistics(t), np.concatenate(features))
     return {"samples": n, "unconditional": unconditional, "by_size": by_size}

@@ -169,7 +169,9 @@ def build_tables(comparison: Mapping[str, Any]) -> list[Table]:
     agg, models, runs = comparison["aggregate"], comparison["config"]["models"], comparison["runs"]
     counts = fid_samples(runs)
     probe_examples = sorted({r["result"]["probes"].get("train_examples") for r in runs if "probes" in r["result"]})
-    fid_scores = [("prior", "fid.unconditional_mean")] + [(f"k={k}", f"fid.by_size_mean.{k}") for k in _sizes(agg, "fid.by_size_mean")]
+    sampler = comparison["config"].get("eval", {}).get("sampler", {}).get("name", "prior")
+    latents = "z ~ p(z)" if sampler == "prior" else f"z from the {sampler} sampler fitted to the aggregate posterior"
+    fid_scores = [(sampler, "fid.unconditional_mean")] + [(f"k={k}", f"fid.by_size_mean.{k}") for k in _sizes(agg, "fid.by_size_mean")]
     text_mods = sorted({key.split(".")[1] for scores in agg.values() for key in scores if key.startswith("text.")})
     tables = [
         by_size_table(agg, models, "Cross-coherence by number of given modalities k (as the paper's Figure 2)",
@@ -185,7 +187,7 @@ def build_tables(comparison: Mapping[str, Any]) -> list[Table]:
                      ("cosine, different examples", "cosine_similarity_mismatched"),
                      ("cosine gap", "cosine_similarity_gap.mean")],
                     unranked=frozenset({"cosine_similarity_mismatched"}),
-                    note="Joint coherence: z ~ p(z), all modalities decoded, fraction on which every classifier agrees. "
+                    note=f"Joint coherence: {latents}, all modalities decoded, fraction on which every classifier agrees. "
                          "Cosine similarity of the unimodal posterior means of one example, and of different "
                          "examples (its chance level); the gap is the paired difference of the two."),
         score_table(agg, models, "Latent usage",
@@ -202,7 +204,7 @@ def build_tables(comparison: Mapping[str, Any]) -> list[Table]:
         subset_table(agg, models[0]),
         score_table(agg, models, f"FID, {' / '.join(map(str, counts))} samples per set (lower is better)", fid_scores,
                     digits=1, best="lower",
-                    note=f"Mean over target modalities; prior: z ~ p(z); k: generated from subsets of k modalities. {FID_NOTE}"),
+                    note=f"Mean over target modalities; {sampler}: {latents}; k: generated from subsets of k modalities. {FID_NOTE}"),
         by_size_table(agg, models, "Latent linear probe accuracy by number of given modalities k", "probes.by_size",
                       note=f"Logistic regression on posterior means of {' / '.join(map(str, probe_examples))} "
                            f"training examples, accuracy on the test set."),

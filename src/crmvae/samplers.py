@@ -1,0 +1,240 @@
+"""Latent samplers for unconditional generation: the prior, or a density fitted to the aggregate
+posterior after training (ex-post density estimation).
+
+A model is trained against the prior ``p(z) = N(0, I)``, but its decoders have only seen latents
+from the posteriors, whose average over the data, the aggregate posterior
+``q(z) = (1/N) sum_n q(z | X_n)``, rarely fills the prior: prior samples that fall where no
+posterior puts mass decode to incoherent or blurry outputs. Fitting a density to draws from
+``q(z)`` and sampling from it instead (Ghosh et al. 2020, *From variational to deterministic
+autoencoders*, Sec. 4; the ``GaussianMixtureSampler`` of MultiVae and pythae) improves joint
+coherence and unconditional FID without retraining.
+
+A sampler is registered under a name in :data:`SAMPLERS` and built by :func:`fit_sampler` from a
+:class:`SamplerConfig`:
+
+- ``prior``: ``z ~ N(0, I)``, drawn exactly as :meth:`MultimodalVAE.sample` draws it.
+- ``gmm``: a Gaussian mixture with ``n_components`` components (full or diagonal covariances)
+  fitted by EM (scikit-learn) to one draw ``z ~ q(z | X_n)`` per training example, conditioned
+  on every modality the example has.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .config import check_choice, check_minimums
+from .data.base import BatchSource
+from .distributions import LOG_2PI
+from .errors import ConfigError
+from .model import MultimodalVAE
+from .registry import Registry
+from .seeding import private_rng
+
+
+@dataclass
+class SamplerConfig:
+    """How unconditional latents are drawn (see the module docstring).
+
+    ``name``: a sampler of :data:`SAMPLERS` (``prior``, ``gmm``). For ``gmm``: ``n_components``
+    Gaussians with ``covariance`` ``full`` or ``diag``, fitted to ``fit_size`` training examples
+    drawn without replacement with ``seed`` (None: all of them), for at most ``max_iter`` EM
+    iterations or until the mean log-likelihood gains less than ``tol``.
+    """
+
+    name: str = "prior"
+    n_components: int = 10
+    covariance: Literal["full", "diag"] = "full"
+    fit_size: int | None = 10_000
+    max_iter: int = 200
+    tol: float = 1e-3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_minimums("sampler.", self, {"n_components": 1, "fit_size": 1, "max_iter": 1, "tol": 0.0})
+        check_choice("sampler.", self, "covariance")
+        SAMPLERS.lookup(self.name, "sampler.name")
+
+
+# ------------------------------------------------------------------------------ mixture math
+
+
+def gaussian_mixture_log_prob(z: Tensor, weights: Tensor, means: Tensor, scale_tril: Tensor) -> Tensor:
+    """``log sum_k w_k N(z; mu_k, L_k L_k^T)`` for points ``z`` ``[n, D]``; weights ``[K]`` (sum
+    1), means ``[K, D]``, lower-triangular Cholesky factors ``[K, D, D]``. Returns ``[n]``.
+
+    Per component: ``log N = -(D log 2 pi + 2 sum_i log L_ii + |L^-1 (z - mu)|^2) / 2``.
+    """
+    centred = (z[None] - means[:, None]).transpose(1, 2)  # [K, D, n]
+    solved = torch.linalg.solve_triangular(scale_tril, centred, upper=False)
+    mahalanobis = solved.square().sum(1)  # [K, n]
+    log_det = 2.0 * torch.diagonal(scale_tril, dim1=-2, dim2=-1).log().sum(-1)  # [K]
+    log_normal = -0.5 * (z.shape[-1] * LOG_2PI + log_det[:, None] + mahalanobis)
+    return torch.logsumexp(weights.log()[:, None] + log_normal, dim=0)
+
+
+def sample_gaussian_mixture(
+    n: int, weights: Tensor, means: Tensor, scale_tril: Tensor, generator: torch.Generator | None = None,
+) -> Tensor:
+    """``n`` draws ``[n, D]`` from the mixture of :func:`gaussian_mixture_log_prob`: component
+    ``k ~ Categorical(w)``, then ``z = mu_k + L_k eps`` with ``eps ~ N(0, I)``."""
+    component = torch.multinomial(weights, n, replacement=True, generator=generator)
+    eps = torch.randn(n, means.shape[1], generator=generator, device=means.device, dtype=means.dtype)
+    z = torch.empty_like(eps)
+    for k in component.unique().tolist():
+        rows = component == k
+        z[rows] = means[k] + eps[rows] @ scale_tril[k].T
+    return z
+
+
+# ---------------------------------------------------------------------------------- samplers
+
+
+class LatentSampler(ABC):
+    """Draws latents ``[n, D]`` for unconditional generation."""
+
+    name: str
+
+    @abstractmethod
+    def sample(self, n: int, generator: torch.Generator | None = None, device: torch.device | None = None) -> Tensor:
+        """``n`` latents on ``device``, from ``generator`` (which lives on that device)."""
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready facts about the sampler, for results and reports."""
+        return {"name": self.name}
+
+
+class PriorSampler(LatentSampler):
+    """``z ~ N(0, I)``, the same draws as :meth:`MultimodalVAE.sample` for the same generator."""
+
+    name = "prior"
+
+    def __init__(self, latent_dim: int) -> None:
+        self.latent_dim = latent_dim
+
+    def sample(self, n: int, generator: torch.Generator | None = None, device: torch.device | None = None) -> Tensor:
+        return torch.randn(n, self.latent_dim, generator=generator, device=device)
+
+
+class GaussianMixtureSampler(LatentSampler):
+    """A Gaussian mixture over the latent space: ``weights`` ``[K]``, ``means`` ``[K, D]`` and
+    lower-triangular covariance factors ``scale_tril`` ``[K, D, D]`` (diagonal for ``diag``)."""
+
+    name = "gmm"
+
+    def __init__(self, weights: Tensor, means: Tensor, scale_tril: Tensor, facts: dict[str, Any] | None = None) -> None:
+        k, d = means.shape
+        if weights.shape != (k,) or scale_tril.shape != (k, d, d):
+            raise ConfigError(f"gmm sampler: weights {tuple(weights.shape)}, means {tuple(means.shape)} and "
+                              f"scale_tril {tuple(scale_tril.shape)} do not describe one mixture of {k} components")
+        self.weights, self.means, self.scale_tril = weights.float(), means.float(), scale_tril.float()
+        self.facts = dict(facts or {})
+
+    @classmethod
+    def fit(cls, latents: Tensor, config: SamplerConfig) -> GaussianMixtureSampler:
+        """EM fit of ``config.n_components`` Gaussians to ``latents`` ``[n, D]`` (in float64)."""
+        from sklearn.mixture import GaussianMixture
+
+        n = latents.shape[0]
+        if config.n_components > n:
+            raise ConfigError(f"sampler.n_components is {config.n_components}, more than the {n} latents to fit")
+        points = latents.double().cpu().numpy()
+        if not np.isfinite(points).all():
+            raise ConfigError("gmm sampler: the posterior draws to fit hold NaN or inf; the model is broken")
+        mixture = GaussianMixture(config.n_components, covariance_type=config.covariance, max_iter=config.max_iter,
+                                  tol=config.tol, random_state=config.seed)
+        mixture.fit(points)
+        covariances = mixture.covariances_
+        scale_tril = (np.linalg.cholesky(covariances) if config.covariance == "full"
+                      else np.sqrt(covariances)[:, :, None] * np.eye(points.shape[1]))
+        facts = {"n_components": config.n_components, "covariance": config.covariance, "fit_examples": n,
+                 "em_iterations": int(mixture.n_iter_), "converged": bool(mixture.converged_),
+                 "mean_log_likelihood": float(mixture.score(points))}
+        return cls(torch.from_numpy(mixture.weights_), torch.from_numpy(mixture.means_),
+                   torch.from_numpy(scale_tril), facts)
+
+    def sample(self, n: int, generator: torch.Generator | None = None, device: torch.device | None = None) -> Tensor:
+        device = device or torch.device("cpu")
+        params = (self.weights.to(device), self.means.to(device), self.scale_tril.to(device))
+        return sample_gaussian_mixture(n, *params, generator=generator)
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        """The mixture's log-density at ``z`` ``[n, D]``."""
+        return gaussian_mixture_log_prob(z.float(), self.weights.to(z.device), self.means.to(z.device),
+                                         self.scale_tril.to(z.device))
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, **self.facts}
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """The mixture's tensors, for ``torch.save`` (loads with ``weights_only=True``)."""
+        return {"weights": self.weights, "means": self.means, "scale_tril": self.scale_tril}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Tensor]) -> GaussianMixtureSampler:
+        missing = sorted({"weights", "means", "scale_tril"} - set(state))
+        if missing:
+            raise ConfigError(f"gmm sampler state lacks {missing}")
+        return cls(state["weights"], state["means"], state["scale_tril"])
+
+
+# ------------------------------------------------------------------------------------ fitting
+
+#: Builders by name: ``(model, training split, config) -> sampler``.
+SAMPLERS: Registry[Callable[[MultimodalVAE, BatchSource | None, SamplerConfig], LatentSampler]] = Registry("sampler")
+
+
+@torch.no_grad()
+def aggregate_posterior_draws(
+    model: MultimodalVAE, dataset: BatchSource, size: int | None = None, seed: int = 0, batch_size: int = 256,
+) -> Tensor:
+    """One draw ``z ~ q(z | X_n)`` ``[n, D]`` per example of ``dataset`` (given every modality it
+    has), from ``size`` examples chosen without replacement with ``seed`` (None: all), in order."""
+    device = next(model.parameters()).device
+    total = len(dataset)
+    if total == 0:
+        raise ConfigError("cannot fit a latent sampler on an empty dataset")
+    chosen = (torch.arange(total) if size is None or size >= total
+              else torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:size].sort().values)
+    was_training = model.training
+    model.eval()
+    draws = []
+    try:
+        with private_rng(seed, device):
+            for start in range(0, len(chosen), batch_size):
+                batch = dataset.batch(chosen[start:start + batch_size]).to(device)
+                draws.append(model.posterior(batch.data, mask=batch.mask).sample().float().cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(draws)
+
+
+@SAMPLERS.register("prior")
+def _prior(model: MultimodalVAE, dataset: BatchSource | None, config: SamplerConfig) -> LatentSampler:
+    return PriorSampler(model.latent_dim)
+
+
+@SAMPLERS.register("gmm")
+def _gmm(model: MultimodalVAE, dataset: BatchSource | None, config: SamplerConfig) -> LatentSampler:
+    if dataset is None:
+        raise ConfigError("the gmm sampler is fitted on the training split, and none was given")
+    start = time.perf_counter()
+    latents = aggregate_posterior_draws(model, dataset, config.fit_size, config.seed)
+    sampler = GaussianMixtureSampler.fit(latents, config)
+    sampler.facts["fit_seconds"] = round(time.perf_counter() - start, 3)
+    return sampler
+
+
+def fit_sampler(model: MultimodalVAE, train: BatchSource | None, config: SamplerConfig | None = None) -> LatentSampler:
+    """The sampler ``config`` names, fitted to ``model``'s posteriors on ``train`` where it needs
+    data (``prior`` needs none)."""
+    config = config or SamplerConfig()
+    return SAMPLERS.lookup(config.name, "sampler.name")(model, train, config)
+
