@@ -113,8 +113,9 @@ def test_more_components_than_latents_and_a_missing_training_split_are_refused()
     assert set(SAMPLERS) == {"prior", "gmm"}
 
 
-def test_posterior_draws_use_present_modalities_and_leave_the_global_rng_alone() -> None:
-    model = oracle_model().train()
+@pytest.mark.parametrize("objective", ["crmvae", "mmvae"])  # a product and a mixture of experts
+def test_posterior_draws_use_present_modalities_and_leave_the_global_rng_alone(objective: str) -> None:
+    model = oracle_model(objective=objective).train()
     data = template_dataset(40)
     state = torch.get_rng_state()
     draws = aggregate_posterior_draws(model, data, size=25, seed=1, batch_size=8)
