@@ -12,12 +12,14 @@ import torch
 
 from crmvae.data.cache import (
     ENV_DATA_DIR,
+    cache_info,
     cache_paths,
     cached_build,
     read_manifest,
     resolve_data_dir,
     spec_key,
 )
+from crmvae.errors import DataError
 from crmvae.fileio import file_sha256
 
 SPEC = {"version": 3, "seed": 7, "sizes": [4, 2], "params": {"a": 1}}
@@ -155,3 +157,23 @@ def test_different_specs_get_different_entries(tmp_path: Path) -> None:
     cached_build("toy", {**SPEC, "seed": 8}, build, tmp_path)
     assert build.calls == 2
     assert len(list(tmp_path.glob("toy-*.pt"))) == 2
+
+
+@pytest.mark.parametrize("manifest", [None, {}, {"shapes": []}, {"shapes": {"x": "40"}}, {"shapes": {"labels": []}}])
+def test_cache_info_reads_sizes_and_survives_damaged_manifests(tmp_path: Path, manifest: object) -> None:
+    assert cache_info("toy", lambda: SPEC, tmp_path)["available"] is None  # nothing built yet
+    cached_build("toy", SPEC, Builder(), tmp_path)
+    info = cache_info("toy", lambda: SPEC, tmp_path)
+    assert info["available"] == 40 and info["cache"] == str(cache_paths("toy", SPEC, tmp_path)[0])
+    assert info["manifest"]["shapes"]["labels"] == [40]
+    cache_paths("toy", SPEC, tmp_path)[1].write_text(json.dumps(manifest))
+    assert cache_info("toy", lambda: SPEC, tmp_path)["available"] is None
+
+
+def test_cache_info_reports_the_listed_errors_of_the_spec(tmp_path: Path) -> None:
+    def unreadable() -> dict:
+        raise DataError("images.txt: line 3 is not 'id path'")
+
+    assert cache_info("toy", unreadable, tmp_path, errors=(DataError,)) == {"error": "images.txt: line 3 is not 'id path'"}
+    with pytest.raises(DataError):
+        cache_info("toy", unreadable, tmp_path)

@@ -68,6 +68,34 @@ def read_manifest(
     return manifest if isinstance(manifest, dict) else None
 
 
+def cache_info(
+    name: str, spec: Callable[[], dict[str, Any]], data_dir: str | os.PathLike[str] | None = None,
+    errors: tuple[type[Exception], ...] = (),
+) -> dict[str, Any]:
+    """What ``data info`` shows of one cache entry, building nothing: ``{"available": examples or
+    None, "cache": tensor file, "manifest": manifest or None}``; ``{"error": message}`` when
+    ``spec()`` raises one of ``errors`` (a release file that cannot be read)."""
+    try:
+        entry_spec = spec()
+    except errors as exc:
+        return {"error": str(exc)}
+    manifest = read_manifest(name, entry_spec, data_dir)
+    return {
+        "available": _examples(manifest),
+        "cache": str(cache_paths(name, entry_spec, data_dir)[0]),
+        "manifest": manifest,
+    }
+
+
+def _examples(manifest: dict[str, Any] | None) -> int | None:
+    """The example count a manifest records (its labels', else its first tensor's length)."""
+    shapes = (manifest or {}).get("shapes")
+    if not isinstance(shapes, dict) or not shapes:
+        return None
+    shape = shapes.get("labels", next(iter(shapes.values())))
+    return shape[0] if isinstance(shape, list) and shape and isinstance(shape[0], int) else None
+
+
 def cached_build(
     name: str,
     spec: dict[str, Any],

@@ -26,6 +26,7 @@ import csv
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from torch import Tensor
 from ..config import DataConfig
 from ..errors import ConfigError, DataError
 from .base import ModalitySpec, MultimodalDataset
-from .cache import cache_paths, cached_build, read_manifest
+from .cache import cache_info, cached_build
 from .cub import NO_ROOT, listing_digest, read_images
 from .scenes import (
     ATTRIBUTE_NAMES,
@@ -346,16 +347,8 @@ class CelebA:
             "splits": {},
         }
         for split in SPLITS:
-            name = f"{self.name}-{split}"
-            try:
-                spec = self.cache_spec(cfg, split)
-            except (ConfigError, DataError) as exc:
-                info["splits"][split] = {"error": str(exc)}
-                continue
-            info["splits"][split] = {
-                "cache": str(cache_paths(name, spec, cfg.data_dir)[0]),
-                "manifest": read_manifest(name, spec, cfg.data_dir),
-            }
+            info["splits"][split] = cache_info(f"{self.name}-{split}", partial(self.cache_spec, cfg, split),
+                                              cfg.data_dir, errors=(ConfigError, DataError))
         return info
 
     def _root(self, cfg: DataConfig) -> str:

@@ -36,7 +36,7 @@ from torch import Tensor
 from ..config import DataConfig
 from ..errors import ConfigError, DataError
 from .base import MultimodalDataset
-from .cache import cache_paths, cached_build, read_manifest
+from .cache import cache_info, cached_build
 from .captions import (
     CAPTION_LENGTH,
     MIN_OCCURRENCES,
@@ -294,16 +294,8 @@ class CUB:
             return {**info, "error": str(exc)}
         info["modalities"] = [asdict(s) for s in caption_modalities(len(vocab))]
         for split in SPLITS:
-            name = f"{self.name}-{split}"
-            try:
-                spec = self.cache_spec(cfg, split)
-            except DataError as exc:
-                info["splits"][split] = {"error": str(exc)}
-                continue
-            info["splits"][split] = {
-                "cache": str(cache_paths(name, spec, cfg.data_dir)[0]),
-                "manifest": read_manifest(name, spec, cfg.data_dir),
-            }
+            info["splits"][split] = cache_info(f"{self.name}-{split}", partial(self.cache_spec, cfg, split),
+                                              cfg.data_dir, errors=(DataError,))
         return info
 
     def _root(self, cfg: DataConfig) -> str:

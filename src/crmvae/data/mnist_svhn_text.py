@@ -26,6 +26,7 @@ import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ from ..config import DataConfig
 from ..errors import ConfigError, DataError
 from . import street_numbers
 from .base import ModalitySpec, MultimodalDataset
-from .cache import cache_paths, cached_build, read_manifest
+from .cache import cache_info, cached_build
 from .sources import (
     BACKGROUND_FILES,
     MNIST_SHA256,
@@ -366,13 +367,7 @@ class MNISTSVHNText:
             f"photos {list(STREET_BACKGROUNDS)})"
         )
         for split in SPLITS:
-            spec, name = self.cache_spec(cfg, split), f"{self.name}-{split}"
-            manifest = read_manifest(name, spec, cfg.data_dir)
-            info["splits"][split] = {
-                "available": manifest["shapes"]["labels"][0] if manifest else None,
-                "cache": str(cache_paths(name, spec, cfg.data_dir)[0]),
-                "manifest": manifest,
-            }
+            info["splits"][split] = cache_info(f"{self.name}-{split}", partial(self.cache_spec, cfg, split), cfg.data_dir)
         return info
 
     def _streams(self, cfg: DataConfig, split: str) -> tuple[np.random.Generator, np.random.Generator]:

@@ -21,6 +21,7 @@ import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from ..config import DataConfig
 from ..errors import ConfigError, DataError
 from ..fileio import TORCH_LOAD_ERRORS, load_error_reason
 from .base import ModalitySpec, MultimodalDataset
-from .cache import cache_paths, cached_build, read_manifest
+from .cache import cache_info, cached_build
 from .sources import (
     DEFAULT_BACKGROUNDS,
     MNIST_SHA256,
@@ -407,16 +408,8 @@ class PolyMNIST:
             else "scikit-learn load_digits (tiny, tests only)"
         )
         info["source"] = f"generated from {source} ({origin}), backgrounds {self._backgrounds(cfg)}"
-        info["splits"] = {}
-        for split in SPLITS:
-            spec = self.cache_spec(cfg, split)
-            name = f"{self.name}-{split}"
-            manifest = read_manifest(name, spec, cfg.data_dir)
-            info["splits"][split] = {
-                "available": manifest["shapes"]["labels"][0] if manifest else None,
-                "cache": str(cache_paths(name, spec, cfg.data_dir)[0]),
-                "manifest": manifest,
-            }
+        info["splits"] = {split: cache_info(f"{self.name}-{split}", partial(self.cache_spec, cfg, split), cfg.data_dir)
+                          for split in SPLITS}
         return info
 
     def _backgrounds(self, cfg: DataConfig) -> list[str]:

@@ -23,7 +23,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from functools import cache
+from functools import cache, partial
 from typing import Any
 
 import numpy as np
@@ -33,7 +33,7 @@ from torch import Tensor
 from ..config import DataConfig
 from ..errors import ConfigError
 from .base import ModalitySpec, MultimodalDataset
-from .cache import cache_paths, cached_build, read_manifest
+from .cache import cache_info, cached_build
 from .captions import CAPTION_LENGTH, SPECIAL_TOKENS, Vocabulary, tokenize
 from .sources import SPLITS
 
@@ -433,13 +433,7 @@ class Scenes:
             "splits": {},
         }
         for split in SPLITS:
-            spec, name = self.cache_spec(cfg, split), f"{self.name}-{split}"
-            manifest = read_manifest(name, spec, cfg.data_dir)
-            info["splits"][split] = {
-                "available": manifest["shapes"]["labels"][0] if manifest else None,
-                "cache": str(cache_paths(name, spec, cfg.data_dir)[0]),
-                "manifest": manifest,
-            }
+            info["splits"][split] = cache_info(f"{self.name}-{split}", partial(self.cache_spec, cfg, split), cfg.data_dir)
         return info
 
     def _count(self, cfg: DataConfig, split: str) -> int:
