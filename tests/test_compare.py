@@ -30,6 +30,7 @@ from crmvae.evaluation.evaluate import EvalConfig
 from crmvae.evaluation.records import settings_sha256
 from crmvae.evaluation.report import build_tables, format_cell, write_report
 from crmvae.presets import build_run_config
+from crmvae.samplers import SamplerConfig
 from crmvae.training import train
 
 TINY_BUDGET = [
@@ -376,6 +377,7 @@ def test_more_seeds_train_only_what_is_missing(study, tmp_path: Path) -> None:
     ({"budget": [*STUDY_BUDGET, "train.lr=0.01"]}, "run.train.lr"),
     ({"eval": EvalConfig(metrics=["coherence", "similarity"], n_test=16)}, "eval.n_test"),
     ({"eval": EvalConfig(metrics=["coherence", "similarity", "probes"])}, "eval.metrics"),
+    ({"eval": EvalConfig(metrics=["coherence", "similarity"], sampler=SamplerConfig(name="gmm"))}, "eval.sampler.name"),
 ])
 def test_a_record_made_with_other_settings_is_refused(study, tmp_path: Path, change: dict[str, Any], keys: str) -> None:
     config, _, _ = study
