@@ -116,6 +116,7 @@ def test_schedule_depends_on_epochs(settings: dict[str, Any], depends: bool) -> 
     ({"kl_cycle_steps": 10, "kl_warmup_steps": 11}, "kl_warmup_steps=11"),
     ({"save_every_epochs": 0}, "save_every_epochs"), ({"grids_every_epochs": 0}, "grids_every_epochs"),
     ({"eval_batch_size": 0}, "eval_batch_size"), ({"kl_cycle_steps": 0, "kl_warmup_steps": 1}, "kl_cycle_steps"),
+    ({"keep_best_on_train": True, "validation_size": 10}, "keep_best_on_train picks model.pt by the training loss"),
     ({"betas": [0.9]}, "betas"), ({"betas": [0.9, 1.0]}, "betas"), ({"momentum": 1.0}, "momentum"),
 ])
 def test_bad_controls_are_refused(settings: dict[str, Any], message: str) -> None:
@@ -209,6 +210,34 @@ def test_early_stopping_keeps_the_best_model(data_dir: Path, tmp_path: Path, mon
     assert train(more, tmp_path / "out", resume=True).global_step == 24
 
 
+def test_keep_best_on_train_keeps_the_epoch_of_the_lowest_training_loss(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Scripted epoch training losses 5, 3, 4: model.pt holds epoch 2, the checkpoint epoch 3."""
+    scripted = iter([5.0, 3.0, 4.0])
+    monkeypatch.setattr(trainer_module.Trainer, "_epoch_train_loss", lambda self: next(scripted))
+    snapshots = Snapshots()
+    result = train(tiny_config(data_dir, "train.epochs=3", "train.keep_best_on_train=true"), tmp_path / "out",
+                   callbacks=[snapshots])
+    summary = json.loads(result.summary_path.read_text())
+    assert summary["model"] == "best training loss" and summary["best_epoch"] == 2 and summary["best_train_loss"] == 3.0
+    assert same(weights(result.model_path), snapshots.weights[2])
+    assert same(weights(result.checkpoint_path), snapshots.weights[3])
+    assert same(weights(result.checkpoint_path, "best_model"), snapshots.weights[2])
+
+
+def test_keep_best_on_train_uses_the_epoch_means_of_the_log(data_dir: Path, tmp_path: Path) -> None:
+    result = train(tiny_config(data_dir, "train.epochs=3", "train.keep_best_on_train=true",
+                               "train.save_every_epochs=1"), tmp_path / "out")
+    losses = [r["train_loss"] for r in read_metrics(result.metrics_path) if r["kind"] == "epoch"]
+    best = losses.index(min(losses)) + 1
+    summary = json.loads(result.summary_path.read_text())
+    assert summary["best_epoch"] == best and summary["best_train_loss"] == pytest.approx(min(losses), rel=1e-6)
+    assert same(weights(result.model_path), weights(result.out_dir / "epochs" / f"epoch{best}.pt"))
+    with pytest.raises(ConfigError, match="keep_best_on_train"):  # the kept weights depend on it: fixed for the run
+        train(tiny_config(data_dir, "train.epochs=4", "train.save_every_epochs=1"), tmp_path / "out", resume=True)
+
+
 class LearningRates(Callback):
     """The learning rate of each epoch's last step."""
 
@@ -279,6 +308,10 @@ ADAMW_CONTROLS = (
     "train.weight_decay=0.01", "train.kl_cycle_steps=7",
 )
 
+#: The best weights chosen by the training loss, whose tracking a resume continues.
+KEEP_BEST_CONTROLS = (*(c for c in ALL_CONTROLS if "validation_size" not in c and "early_stopping" not in c),
+                      "train.keep_best_on_train=true")
+
 
 class KillAt(Callback):
     """Raises once the checkpoint of ``step`` is written: a kill -9 right after it."""
@@ -291,8 +324,9 @@ class KillAt(Callback):
             raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize(("kill_step", "controls"), [(8, ALL_CONTROLS), (12, ALL_CONTROLS), (8, ADAMW_CONTROLS)],
-                         ids=["mid-epoch", "epoch-end", "adamw"])
+@pytest.mark.parametrize(("kill_step", "controls"), [(8, ALL_CONTROLS), (12, ALL_CONTROLS), (8, ADAMW_CONTROLS),
+                                                    (8, KEEP_BEST_CONTROLS)],
+                         ids=["mid-epoch", "epoch-end", "adamw", "keep-best-on-train"])
 def test_resume_with_every_control_is_bit_exact(data_dir: Path, tmp_path: Path, kill_step: int, controls: tuple[str, ...]) -> None:
     config = tiny_config(data_dir, *controls)
     reference = train(config, tmp_path / "reference")

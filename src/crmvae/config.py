@@ -182,6 +182,9 @@ class TrainConfig:
     #: Training examples held out, by a split seeded with ``seed``, to pick the best epoch: with
     #: it, the validation loss is logged each epoch and ``model.pt`` holds the best epoch's weights.
     validation_size: int = 0
+    #: Keep as ``model.pt`` the weights of the complete epoch with the lowest mean training loss
+    #: (MultiVae's and pythae's ``keep_best_on_train``), for runs without a validation split.
+    keep_best_on_train: bool = False
     #: Epochs without a lower validation loss after which training stops; null: never.
     early_stopping_patience: int | None = None
     #: Extra experiment loggers by name (``tensorboard``, ``wandb``, ``mlflow``); ``metrics.jsonl`` is always written.
@@ -209,6 +212,9 @@ class TrainConfig:
         if self.kl_cycle_steps is not None and not 0 < self.kl_warmup_steps <= self.kl_cycle_steps:
             raise ConfigError(f"train.kl_cycle_steps ({self.kl_cycle_steps}) repeats the KL warm-up: it needs "
                               f"0 < train.kl_warmup_steps <= kl_cycle_steps, got kl_warmup_steps={self.kl_warmup_steps}")
+        if self.keep_best_on_train and self.validation_size:
+            raise ConfigError("train.keep_best_on_train picks model.pt by the training loss, and train.validation_size "
+                              "by the validation loss: set one of them")
         if self.lr_schedule == "plateau" and not self.validation_size:
             raise ConfigError("train.lr_schedule=plateau needs a validation split: set train.validation_size")
         if not 0 <= self.weight_decay < math.inf:

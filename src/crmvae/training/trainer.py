@@ -116,6 +116,7 @@ class _State:
     elapsed_s: float = 0.0
     last_epoch_metrics: dict[str, Any] = field(default_factory=dict)
     best_val_loss: float | None = None
+    best_train_loss: float | None = None
     best_epoch: int = 0
     epochs_without_improvement: int = 0
     early_stopped: bool = False
@@ -457,6 +458,8 @@ class Trainer:
         s = self.state
         complete = s.step_in_epoch == self.steps_per_epoch
         val_loss = self._validate() if complete and self.val_set is not None else None
+        if complete and self.config.train.keep_best_on_train:
+            self._keep_if_best_on_train()
         if self.ctx.is_main:
             self._log_epoch(complete, examples, train_s, epoch_start, val_loss)
         if complete:
@@ -480,13 +483,30 @@ class Trainer:
             s.plateau_bad_epochs, s.plateau_reductions = plateau_update(
                 tc, improved, s.plateau_bad_epochs, s.plateau_reductions)
         if improved:
-            s.best_val_loss, s.best_epoch, s.epochs_without_improvement = loss, s.epoch + 1, 0
-            if self.ctx.is_main:
-                self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            s.best_val_loss, s.epochs_without_improvement = loss, 0
+            self._keep_weights()
         else:
             s.epochs_without_improvement += 1
             s.early_stopped = tc.early_stopping_patience is not None and s.epochs_without_improvement >= tc.early_stopping_patience
         return loss
+
+    def _keep_if_best_on_train(self) -> None:
+        """``train.keep_best_on_train``: keep the weights when the epoch's mean training loss (the
+        global sums, the same on every rank) is the lowest so far."""
+        s = self.state
+        loss = self._epoch_train_loss()
+        if s.best_train_loss is None or loss < s.best_train_loss:
+            s.best_train_loss = loss
+            self._keep_weights()
+
+    def _epoch_train_loss(self) -> float:
+        return self.sums.means([LOSS])[LOSS]
+
+    def _keep_weights(self) -> None:
+        """This epoch's weights become the best ones (held by rank 0, which writes them)."""
+        self.state.best_epoch = self.state.epoch + 1
+        if self.ctx.is_main:
+            self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
     def _evaluate(self, dataset: BatchSource) -> dict[str, float]:
         tc = self.config.train
@@ -534,8 +554,8 @@ class Trainer:
         return path
 
     def finish(self) -> TrainResult:
-        """Write ``model.pt`` (with a validation split, the best epoch's weights), the generation
-        grids and ``summary.json`` (rank 0)."""
+        """Write ``model.pt`` (with a validation split or ``keep_best_on_train``, the best epoch's
+        weights), the generation grids and ``summary.json`` (rank 0)."""
         s, out = self.state, self.out
         if self.best_weights is not None:
             load_weights(self.model, self.best_weights, out / CHECKPOINT_FILE)
@@ -552,9 +572,10 @@ class Trainer:
             "epochs_completed": s.epoch, "global_step": s.global_step, "examples_seen": s.examples_seen,
             "stopped_early": self.total_steps < self.planned_steps or s.early_stopped,
             "early_stopping": s.early_stopped,
-            "model": "best validation loss" if self.best_weights is not None else "last step",
+            "model": self._kept(),
             "best_epoch": s.best_epoch if self.best_weights is not None else None,
             "best_val_loss": s.best_val_loss,
+            **({"best_train_loss": s.best_train_loss} if self.config.train.keep_best_on_train else {}),
             "train_loss": last.get("train_loss"), "test_loss": last.get("test_loss"),
             "last_epoch": last.get("epoch"), "wall_time_s": elapsed,
             "examples_per_s": s.examples_seen / max(elapsed, 1e-9),
@@ -565,6 +586,13 @@ class Trainer:
             out, self.config, s.epoch, s.global_step, last, paths["config"], paths["metrics"],
             paths["checkpoint"], paths["model"], paths["summary"], self.grids,
         )
+
+
+    def _kept(self) -> str:
+        """Which weights ``model.pt`` holds, for ``summary.json``."""
+        if self.best_weights is None:
+            return "last step"
+        return "best training loss" if self.config.train.keep_best_on_train else "best validation loss"
 
 
 def build_callbacks(tc: TrainConfig, out: Path, is_main: bool, progress: Progress, extra: Sequence[Callback] = ()) -> Callbacks:
