@@ -113,6 +113,16 @@ def test_more_components_than_latents_and_a_missing_training_split_are_refused()
     assert set(SAMPLERS) == {"prior", "gmm"}
 
 
+
+def test_an_em_failure_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(self: GaussianMixture, points: np.ndarray) -> None:
+        raise ValueError("Fitting the mixture model failed because some components have ill-defined empirical covariance")
+
+    monkeypatch.setattr(GaussianMixture, "fit", fail)
+    with pytest.raises(ConfigError, match="EM failed on 30 posterior draws .*ill-defined.*covariance=diag"):
+        GaussianMixtureSampler.fit(torch.randn(30, 2), SamplerConfig(name="gmm", n_components=2))
+
+
 @pytest.mark.parametrize("objective", ["crmvae", "mmvae"])  # a product and a mixture of experts
 def test_posterior_draws_use_present_modalities_and_leave_the_global_rng_alone(objective: str) -> None:
     model = oracle_model(objective=objective).train()

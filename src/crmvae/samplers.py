@@ -150,7 +150,11 @@ class GaussianMixtureSampler(LatentSampler):
             raise ConfigError("gmm sampler: the posterior draws to fit hold NaN or inf; the model is broken")
         mixture = GaussianMixture(config.n_components, covariance_type=config.covariance, max_iter=config.max_iter,
                                   tol=config.tol, random_state=config.seed)
-        mixture.fit(points)
+        try:
+            mixture.fit(points)
+        except ValueError as exc:  # a covariance EM cannot factorise: collapsed or duplicated latents
+            raise ConfigError(f"gmm sampler: EM failed on {n} posterior draws ({str(exc).splitlines()[0]}); "
+                              f"try sampler.covariance=diag or fewer sampler.n_components") from None
         covariances = mixture.covariances_
         scale_tril = (np.linalg.cholesky(covariances) if config.covariance == "full"
                       else np.sqrt(covariances)[:, :, None] * np.eye(points.shape[1]))
