@@ -67,22 +67,29 @@ def test_step_schedule_by_hand() -> None:
     assert got == pytest.approx([0.5, 1.0, 1.0, 1.0, 0.1, 0.1, 0.01])
 
 
+@pytest.mark.parametrize("threshold", [0.0, 1e-4, 0.1])
 @pytest.mark.parametrize("patience", [0, 1, 3])
-def test_plateau_follows_torchs_reduce_lr_on_plateau(patience: int) -> None:
-    """The learning rates epoch by epoch equal those of ReduceLROnPlateau(threshold=0) fed the same losses."""
-    losses = torch.rand(40, generator=torch.Generator().manual_seed(patience)).mul(10).round().tolist()
-    tc = TrainConfig(lr=1.0, lr_schedule="plateau", lr_decay_factor=0.5, lr_plateau_patience=patience, validation_size=1)
+def test_plateau_follows_torchs_reduce_lr_on_plateau(patience: int, threshold: float) -> None:
+    """The learning rates epoch by epoch equal those of ReduceLROnPlateau(threshold, eps=0) fed the same losses."""
+    g = torch.Generator().manual_seed(patience)
+    losses = (100 + torch.rand(60, generator=g).mul(10).round() - torch.arange(60) * 0.15).tolist()  # a slow decline
+    tc = TrainConfig(lr=1.0, lr_schedule="plateau", lr_decay_factor=0.5, lr_plateau_patience=patience,
+                     lr_plateau_threshold=threshold, validation_size=1)
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
-    reference = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=patience, threshold=0.0, eps=0.0)
+    reference = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=patience,
+                                                           threshold=threshold, eps=0.0)
     best, bad, reductions, ours, theirs = None, 0, 0, [], []
     for loss in losses:
-        improved = best is None or loss < best
-        best = loss if improved else best
-        bad, reductions = plateau_update(tc, improved, bad, reductions)
+        best, bad, reductions = plateau_update(tc, loss, best, bad, reductions)
         reference.step(loss)
         ours.append(learning_rate(tc, 10**6, 1, reductions))
         theirs.append(optimizer.param_groups[0]["lr"])
     assert ours == pytest.approx(theirs) and reductions > 0
+
+
+def test_the_default_plateau_threshold_is_torchs() -> None:
+    reference = torch.optim.lr_scheduler.ReduceLROnPlateau(torch.optim.SGD([torch.zeros(1, requires_grad=True)]))
+    assert TrainConfig().lr_plateau_threshold == reference.threshold and reference.threshold_mode == "rel"
 
 
 def test_kl_warmup_by_hand() -> None:
@@ -117,6 +124,7 @@ def test_schedule_depends_on_epochs(settings: dict[str, Any], depends: bool) -> 
     ({"save_every_epochs": 0}, "save_every_epochs"), ({"grids_every_epochs": 0}, "grids_every_epochs"),
     ({"eval_batch_size": 0}, "eval_batch_size"), ({"kl_cycle_steps": 0, "kl_warmup_steps": 1}, "kl_cycle_steps"),
     ({"keep_best_on_train": True, "validation_size": 10}, "keep_best_on_train picks model.pt by the training loss"),
+    ({"lr_plateau_threshold": 1.0}, "lr_plateau_threshold"), ({"lr_plateau_threshold": -0.1}, "lr_plateau_threshold"),
     ({"betas": [0.9]}, "betas"), ({"betas": [0.9, 1.0]}, "betas"), ({"momentum": 1.0}, "momentum"),
 ])
 def test_bad_controls_are_refused(settings: dict[str, Any], message: str) -> None:

@@ -171,6 +171,9 @@ class TrainConfig:
     lr_decay_every: int = 1000
     lr_decay_factor: float = 0.1
     lr_plateau_patience: int = 10
+    #: ``plateau``: a validation loss counts as lower when below the best so far times
+    #: ``1 - lr_plateau_threshold`` (PyTorch's default relative threshold; 0: any lower loss).
+    lr_plateau_threshold: float = 1e-4
     #: Steps over which a multiplier on the objective's ``beta`` (every divergence term) rises
     #: linearly from 0 to 1 (KL warm-up; 0: none).
     kl_warmup_steps: int = 0
@@ -203,6 +206,8 @@ class TrainConfig:
             raise ConfigError(f"train.threads must be <= {MAX_THREADS} or null, got {self.threads}")
         if not 0 < self.lr < math.inf:
             raise ConfigError(f"train.lr must be a positive number, got {self.lr}")
+        if not 0 <= self.lr_plateau_threshold < 1:
+            raise ConfigError(f"train.lr_plateau_threshold must be in [0, 1), got {self.lr_plateau_threshold}")
         if not 0 < self.lr_decay_factor <= 1:
             raise ConfigError(f"train.lr_decay_factor must be in (0, 1], got {self.lr_decay_factor}")
         if self.grad_clip_norm is not None and not 0 < self.grad_clip_norm < math.inf:

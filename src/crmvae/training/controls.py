@@ -81,16 +81,21 @@ def learning_rate(tc: TrainConfig, step: int, planned_steps: int, plateau_reduct
     return tc.lr
 
 
-def plateau_update(tc: TrainConfig, improved: bool, bad_epochs: int, reductions: int) -> tuple[int, int]:
-    """``(bad_epochs, reductions)`` after an epoch's validation: the count of epochs in a row
-    without a lower validation loss, reset by an improvement and by each reduction, which happens
-    when the count exceeds ``lr_plateau_patience`` (``torch.optim.lr_scheduler.ReduceLROnPlateau``
-    with ``threshold=0`` and ``eps=0``)."""
-    if improved:
-        return 0, reductions
+def plateau_update(
+    tc: TrainConfig, loss: float, best: float | None, bad_epochs: int, reductions: int,
+) -> tuple[float, int, int]:
+    """``(best, bad_epochs, reductions)`` after an epoch's validation ``loss``.
+
+    The loss improves on ``best`` when ``loss < best * (1 - lr_plateau_threshold)`` (any lower
+    loss with threshold 0); an improvement becomes the new ``best`` and resets the count of epochs
+    in a row without one, and a reduction happens, resetting the count too, when the count
+    exceeds ``lr_plateau_patience``: ``torch.optim.lr_scheduler.ReduceLROnPlateau`` (mode
+    ``min``, relative threshold) with ``eps=0``."""
+    if best is None or loss < best * (1.0 - tc.lr_plateau_threshold):
+        return loss, 0, reductions
     if bad_epochs + 1 > tc.lr_plateau_patience:
-        return 0, reductions + 1
-    return bad_epochs + 1, reductions
+        return best, 0, reductions + 1
+    return best, bad_epochs + 1, reductions
 
 
 def beta_scale(tc: TrainConfig, step: int) -> float:

@@ -79,7 +79,7 @@ log = logging.getLogger(__name__)
 #: Settings that change the optimisation from the resumed step on; a resume that changes them says so.
 OPTIMISATION_KEYS = frozenset({
     "train.lr", "train.lr_schedule", "train.lr_warmup_steps", "train.lr_horizon_steps", "train.lr_decay_every",
-    "train.lr_decay_factor", "train.lr_plateau_patience", "train.grad_clip_norm",
+    "train.lr_decay_factor", "train.lr_plateau_patience", "train.lr_plateau_threshold", "train.grad_clip_norm",
 })
 #: Settings that do not change a run's results: display, experiment loggers, data loading.
 NON_RESULT_KEYS = frozenset({"train.progress", "train.loggers", "train.save_every_epochs", "train.grids_every_epochs",
@@ -120,6 +120,7 @@ class _State:
     best_epoch: int = 0
     epochs_without_improvement: int = 0
     early_stopped: bool = False
+    plateau_best: float | None = None
     plateau_bad_epochs: int = 0
     plateau_reductions: int = 0
 
@@ -480,8 +481,8 @@ class Trainer:
         loss = self.ctx.from_main(lambda: self._evaluate(self.val_set)[LOSS])
         improved = s.best_val_loss is None or loss < s.best_val_loss
         if tc.lr_schedule == "plateau":
-            s.plateau_bad_epochs, s.plateau_reductions = plateau_update(
-                tc, improved, s.plateau_bad_epochs, s.plateau_reductions)
+            s.plateau_best, s.plateau_bad_epochs, s.plateau_reductions = plateau_update(
+                tc, loss, s.plateau_best, s.plateau_bad_epochs, s.plateau_reductions)
         if improved:
             s.best_val_loss, s.epochs_without_improvement = loss, 0
             self._keep_weights()
