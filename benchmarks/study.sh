@@ -4,6 +4,7 @@
 #   bash benchmarks/study.sh polymnist [STAGE ...]      # every stage, or the given ones
 #   bash benchmarks/study.sh polymnist-short             # the same study at the cpu-short settings
 #   bash benchmarks/study.sh mnist_svhn_text-short       # MNIST-SVHN-Text at the cpu-short settings
+#   bash benchmarks/study.sh polymnist-short-long        # CRMVAE and MoPoE of polymnist-short continued to 30 passes
 #   COMMIT=1 bash benchmarks/study.sh polymnist         # git-commit each record as it is written, the report
 #                                                       # folder after each model
 #
@@ -13,7 +14,7 @@
 # (outside git; one folder per study, since two studies of a dataset share model and seed names).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dataset=${1:?usage: study.sh polymnist|polymnist-short|mnist_svhn_text|mnist_svhn_text-short [STAGE ...]}
+dataset=${1:?usage: study.sh polymnist|polymnist-short|polymnist-short-long|mnist_svhn_text|mnist_svhn_text-short [STAGE ...]}
 shift
 RUNS_DIR=${RUNS_DIR:-$HOME/crmvae-study-runs}
 
@@ -21,6 +22,8 @@ polymnist_stages=("crmvae,mvtcae 0" "crmvae,mvtcae 1" "mopoe,mmjsd_poe,mvae 0" "
                   "mopoe,mmjsd_poe,mvae 1" "mmvae,mmjsd 0")
 mst_stages=("crmvae,mvtcae 0" "mopoe,mvae 0" "crmvae,mvtcae 1" "mopoe,mvae 1")
 preset=paper
+snapshots=1,3,10
+seed_from=""
 case $dataset in
   polymnist)
     # PolyMNIST at the paper's settings except the budget: 10 passes, recorded after 1, 3 and 10.
@@ -36,6 +39,18 @@ case $dataset in
     out=docs/results/polymnist-short-study
     metrics="[coherence,fid,probes,similarity]"
     stages=("${polymnist_stages[@]}")
+    ;;
+  polymnist-short-long)
+    # Seed 0 of CRMVAE and MoPoE at the cpu-short settings, continued to 30 passes: does CRMVAE's
+    # cross-coherence catch up with MoPoE's? A run starts from the polymnist-short study's records
+    # and checkpoint where they exist, so only passes 11-30 train.
+    dataset=polymnist
+    preset=cpu-short
+    out=docs/results/polymnist-short-long-study
+    metrics="[coherence,fid,probes,similarity]"
+    stages=("crmvae,mopoe 0")
+    snapshots=1,3,10,30
+    seed_from=polymnist-short-study
     ;;
   mnist_svhn_text)
     out=docs/results/mnist-svhn-text-study
@@ -54,7 +69,7 @@ case $dataset in
 esac
 
 selected=("$@")
-study_args=(--dataset "$dataset" --preset "$preset" --snapshots 1,3,10 --snapshot-metrics coherence,probes,similarity
+study_args=(--dataset "$dataset" --preset "$preset" --snapshots "$snapshots" --snapshot-metrics coherence,probes,similarity
             --n-test 2000 --fid-samples 1000 --eval-set "metrics=$metrics" --eval-set progress=false
             --runs-dir "$RUNS_DIR/${out##*/}" --out "$out")
 # The report of every record so far, with the study's models in their stage order (the first, CRMVAE,
@@ -66,6 +81,17 @@ report_all() {
   done
   seeds=$(find "$out/records" -mindepth 2 -maxdepth 2 -name 'seed*' -printf '%f\n' | sed 's/seed//' | sort -nu | paste -sd,)
   crmvae compare "${study_args[@]}" --models "${models%,}" --seeds "$seeds" --report-only
+}
+# A run of a study that continues another: copy that study's run folder and records, whose settings
+# are this study's, so that its recorded snapshots are reused and the run resumes from its checkpoint.
+start_from_earlier_study() {
+  local model=$1 seed=$2
+  local from=$RUNS_DIR/$seed_from/$dataset/$model/seed$seed to=$RUNS_DIR/${out##*/}/$dataset/$model/seed$seed
+  [[ -n $seed_from && -d $from && ! -e $to ]] || return 0
+  echo "== $model seed $seed starts from docs/results/$seed_from and $from"
+  mkdir -p "${to%/*}" "$out/records/$model/seed$seed"
+  cp -r "$from" "$to"
+  cp docs/results/"$seed_from"/records/"$model"/seed"$seed"/epoch* "$out/records/$model/seed$seed/"
 }
 if [[ ${COMMIT:-0} == 1 ]]; then
   # commit each record within a minute of its writing, so that a stop loses only the snapshot in progress
@@ -88,10 +114,11 @@ for i in "${!stages[@]}"; do
   read -r models seeds <<< "${stages[$i]}"
   for model in ${models//,/ }; do
     echo "== $dataset stage $stage: $model seed $seeds ($(date -u +%H:%M:%S))"
+    for seed in ${seeds//,/ }; do start_from_earlier_study "$model" "$seed"; done
     crmvae compare "${study_args[@]}" --models "$model" --seeds "$seeds"
     report_all
     if [[ ${COMMIT:-0} == 1 ]]; then
-      git add "$out" && git commit -q -m "$out: $model seed $seeds recorded after 1, 3 and 10 passes" -- "$out" \
+      git add "$out" && git commit -q -m "$out: $model seed $seeds recorded after ${snapshots//,/, } passes" -- "$out" \
         || echo "commit of $out failed; the next stage commits it" >&2
     fi
   done

@@ -63,3 +63,26 @@ def test_an_unknown_study_is_refused(tmp_path: Path) -> None:
     with pytest.raises(subprocess.CalledProcessError) as caught:
         run_study(tmp_path, "mnist")
     assert caught.value.returncode == 2 and b"unknown study mnist" in caught.value.stderr
+
+
+def test_the_long_study_continues_the_short_studys_runs_and_records(tmp_path: Path) -> None:
+    short_run = tmp_path / "runs" / "polymnist-short-study" / "polymnist" / "crmvae" / "seed0"
+    short_run.mkdir(parents=True)
+    (short_run / "checkpoint.pt").write_text("state at pass 10")
+    short_records = tmp_path / "docs" / "results" / "polymnist-short-study" / "records" / "crmvae" / "seed0"
+    short_records.mkdir(parents=True)
+    for name in ("epoch1.json", "epoch1.png", "epoch3.json", "epoch10.json"):
+        (short_records / name).write_text(name)
+    calls = run_study(tmp_path, "polymnist-short-long")
+    training = [c for c in calls if "--report-only" not in c]
+    assert [(value(c, "--models"), value(c, "--seeds")) for c in training] == [("crmvae", "0"), ("mopoe", "0")]
+    assert all(value(c, "--snapshots") == "1,3,10,30" and value(c, "--preset") == "cpu-short" for c in calls)
+    long_run = tmp_path / "runs" / "polymnist-short-long-study" / "polymnist"
+    assert (long_run / "crmvae" / "seed0" / "checkpoint.pt").read_text() == "state at pass 10"
+    assert not (long_run / "mopoe").exists()  # no earlier run: it trains from the start
+    long_records = tmp_path / "docs" / "results" / "polymnist-short-long-study" / "records" / "crmvae" / "seed0"
+    assert sorted(p.name for p in long_records.iterdir()) == ["epoch1.json", "epoch1.png", "epoch10.json", "epoch3.json"]
+    # a second call leaves the continued run alone
+    (long_run / "crmvae" / "seed0" / "checkpoint.pt").write_text("state at pass 20")
+    run_study(tmp_path, "polymnist-short-long")
+    assert (long_run / "crmvae" / "seed0" / "checkpoint.pt").read_text() == "state at pass 20"
