@@ -188,6 +188,11 @@ RESUME_DAMAGE: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
     ),
     "step beyond its epoch": (lambda p: p | {"step_in_epoch": 99}, "step 99 of an epoch of 3 steps"),
     "best weights not tensors": (lambda p: p | {"best_model": {"w": 1}}, "'best_model' holds values other than tensors"),
+    "best loss a string": (lambda p: p | {"best_val_loss": "3.0"}, "'best_val_loss' is a str"),
+    "plateau best a list": (lambda p: p | {"plateau_best": [1.0]}, "'plateau_best' is a list"),
+    "stopped flag a number": (lambda p: p | {"early_stopped": 1}, "'early_stopped' is a int"),
+    "negative plateau count": (lambda p: p | {"plateau_reductions": -2}, "'plateau_reductions' must be >= 0"),
+    "best epoch a float": (lambda p: p | {"best_epoch": 1.5}, "'best_epoch' is a float"),
 }
 
 

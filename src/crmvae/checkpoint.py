@@ -37,6 +37,12 @@ TRAINING_KEYS: dict[str, type | tuple[type, ...]] = {
     "examples_seen": int, "elapsed_s": (int, float), "last_epoch_metrics": dict, "term_names": list,
     "epoch_sums": dict, "log_mark": dict, "rng_state": dict,
 }
+#: Counters and best losses a training checkpoint holds when its settings use them, and their types.
+TRAINING_STATE_KEYS: dict[str, type | tuple[type, ...]] = {
+    "best_val_loss": (int, float, type(None)), "best_train_loss": (int, float, type(None)),
+    "plateau_best": (int, float, type(None)), "best_epoch": int, "epochs_without_improvement": int,
+    "plateau_bad_epochs": int, "plateau_reductions": int, "early_stopped": bool,
+}
 _REMEDY = "the file is damaged or was not written by crmvae; use another checkpoint"
 
 
@@ -93,7 +99,13 @@ def _check_training_state(payload: dict[str, Any], path: Path) -> None:
     best = payload.get("best_model")  # present with a validation split
     if best is not None and not (isinstance(best, dict) and all(isinstance(v, Tensor) for v in best.values())):
         raise CheckpointError(f"{path}: 'best_model' holds values other than tensors; {_REMEDY}")
-    negative = [key for key in ("epoch", "step_in_epoch", "global_step", "examples_seen") if payload[key] < 0]
+    wrong = [f"{key!r} is a {type(payload[key]).__name__}" for key, tp in TRAINING_STATE_KEYS.items()
+             if key in payload and (not isinstance(payload[key], tp) or (tp is not bool and isinstance(payload[key], bool)))]
+    if wrong:
+        raise CheckpointError(f"{path}: the training checkpoint is malformed ({', '.join(wrong)}); {_REMEDY}")
+    counters = ("epoch", "step_in_epoch", "global_step", "examples_seen",
+                *(k for k, tp in TRAINING_STATE_KEYS.items() if tp is int and k in payload))
+    negative = [key for key in counters if payload[key] < 0]
     if negative:
         raise CheckpointError(f"{path}: {', '.join(map(repr, negative))} must be >= 0; {_REMEDY}")
     for key in ("epoch_sums", "log_mark"):
