@@ -136,6 +136,7 @@ class GaussianMixtureSampler(LatentSampler):
                               f"scale_tril {tuple(scale_tril.shape)} do not describe one mixture of {k} components")
         self.weights, self.means, self.scale_tril = weights.float(), means.float(), scale_tril.float()
         self.facts = dict(facts or {})
+        self._on_device: dict[torch.device, tuple[Tensor, Tensor, Tensor]] = {}
 
     @classmethod
     def fit(cls, latents: Tensor, config: SamplerConfig) -> GaussianMixtureSampler:
@@ -165,9 +166,10 @@ class GaussianMixtureSampler(LatentSampler):
                    torch.from_numpy(scale_tril), facts)
 
     def sample(self, n: int, generator: torch.Generator | None = None, device: torch.device | None = None) -> Tensor:
-        device = device or torch.device("cpu")
-        params = (self.weights.to(device), self.means.to(device), self.scale_tril.to(device))
-        return sample_gaussian_mixture(n, *params, generator=generator)
+        device = torch.device(device or "cpu")
+        if device not in self._on_device:  # copied once per device, not once per batch
+            self._on_device[device] = (self.weights.to(device), self.means.to(device), self.scale_tril.to(device))
+        return sample_gaussian_mixture(n, *self._on_device[device], generator=generator)
 
     def log_prob(self, z: Tensor) -> Tensor:
         """The mixture's log-density at ``z`` ``[n, D]``."""
