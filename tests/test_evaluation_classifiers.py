@@ -90,6 +90,7 @@ def test_translated_digits_get_a_translation_invariant_classifier_and_their_own_
     assert classifier_for(spec, "polymnist") == classifier_for(spec) == "polymnist"
     assert classifier_for(spec, "translated_polymnist") == "conv_bn_maxpool"
     assert ClassifierConfig().for_dataset("translated_polymnist").epochs == 5
+    assert ClassifierConfig().for_dataset("mnist_svhn_text").epochs == 1
     assert ClassifierConfig().for_dataset("polymnist").epochs == 12
     assert ClassifierConfig(epochs=3).for_dataset("translated_polymnist").epochs == 3
     archs = {f"m{k}": "polymnist" for k in range(5)}  # unset epochs share the cache entry of their resolved value
