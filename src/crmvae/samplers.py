@@ -9,8 +9,8 @@ posterior puts mass decode to incoherent or blurry outputs. Fitting a density to
 autoencoders*, Sec. 4; the ``GaussianMixtureSampler`` of MultiVae and pythae) improves joint
 coherence and unconditional FID without retraining.
 
-A sampler is registered under a name in :data:`SAMPLERS` and built by :func:`fit_sampler` from a
-:class:`SamplerConfig`:
+A sampler is a :class:`LatentSampler` class registered under a name in :data:`SAMPLERS` and
+built by :func:`fit_sampler` from a :class:`SamplerConfig`:
 
 - ``prior``: ``z ~ N(0, I)``, drawn exactly as :meth:`MultimodalVAE.sample` draws it.
 - ``gmm``: a Gaussian mixture with ``n_components`` components (full or diagonal covariances)
@@ -98,9 +98,21 @@ def sample_gaussian_mixture(
 
 
 class LatentSampler(ABC):
-    """Draws latents ``[n, D]`` for unconditional generation."""
+    """Draws latents ``[n, D]`` for unconditional generation.
+
+    A sampler is built by :meth:`build` from a model, the training split (for one fitted to the
+    data) and a :class:`SamplerConfig`. A fitted one (``fitted = True``) is saved as
+    :meth:`state_dict` plus :meth:`describe`'s facts and restored by :meth:`from_state_dict`.
+    """
 
     name: str
+    #: Whether :meth:`build` fits the sampler to the training split (so that it is worth saving).
+    fitted: bool = False
+
+    @classmethod
+    @abstractmethod
+    def build(cls, model: MultimodalVAE, dataset: BatchSource | None, config: SamplerConfig) -> LatentSampler:
+        """The sampler for ``model``, fitted on ``dataset`` where it needs data."""
 
     @abstractmethod
     def sample(self, n: int, generator: torch.Generator | None = None, device: torch.device | None = None) -> Tensor:
@@ -110,11 +122,29 @@ class LatentSampler(ABC):
         """JSON-ready facts about the sampler, for results and reports."""
         return {"name": self.name}
 
+    def state_dict(self) -> dict[str, Tensor]:
+        """The tensors that define a fitted sampler, for ``torch.save`` (load with ``weights_only=True``)."""
+        return {}
 
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Tensor], facts: dict[str, Any] | None = None) -> LatentSampler:
+        """The fitted sampler saved as ``state`` (and ``facts``, as :meth:`describe` gave them)."""
+        raise ConfigError(f"the {cls.name} sampler is not fitted, and has no saved state")
+
+
+#: Sampler classes by name (``SamplerConfig.name``).
+SAMPLERS: Registry[type[LatentSampler]] = Registry("sampler")
+
+
+@SAMPLERS.register("prior")
 class PriorSampler(LatentSampler):
     """``z ~ N(0, I)``, the same draws as :meth:`MultimodalVAE.sample` for the same generator."""
 
     name = "prior"
+
+    @classmethod
+    def build(cls, model: MultimodalVAE, dataset: BatchSource | None, config: SamplerConfig) -> PriorSampler:
+        return cls(model.latent_dim)
 
     def __init__(self, latent_dim: int) -> None:
         self.latent_dim = latent_dim
@@ -123,11 +153,13 @@ class PriorSampler(LatentSampler):
         return torch.randn(n, self.latent_dim, generator=generator, device=device)
 
 
+@SAMPLERS.register("gmm")
 class GaussianMixtureSampler(LatentSampler):
     """A Gaussian mixture over the latent space: ``weights`` ``[K]``, ``means`` ``[K, D]`` and
     lower-triangular covariance factors ``scale_tril`` ``[K, D, D]`` (diagonal for ``diag``)."""
 
     name = "gmm"
+    fitted = True
 
     def __init__(self, weights: Tensor, means: Tensor, scale_tril: Tensor, facts: dict[str, Any] | None = None) -> None:
         k, d = means.shape
@@ -137,6 +169,16 @@ class GaussianMixtureSampler(LatentSampler):
         self.weights, self.means, self.scale_tril = weights.float(), means.float(), scale_tril.float()
         self.facts = dict(facts or {})
         self._on_device: dict[torch.device, tuple[Tensor, Tensor, Tensor]] = {}
+
+    @classmethod
+    def build(cls, model: MultimodalVAE, dataset: BatchSource | None, config: SamplerConfig) -> GaussianMixtureSampler:
+        """:meth:`fit` to ``config.fit_size`` posterior draws on ``dataset``; the fit time is one of its facts."""
+        if dataset is None:
+            raise ConfigError("the gmm sampler is fitted on the training split, and none was given")
+        start = time.perf_counter()
+        sampler = cls.fit(aggregate_posterior_draws(model, dataset, config.fit_size, config.seed), config)
+        sampler.facts["fit_seconds"] = round(time.perf_counter() - start, 3)
+        return sampler
 
     @classmethod
     def fit(cls, latents: Tensor, config: SamplerConfig) -> GaussianMixtureSampler:
@@ -180,22 +222,22 @@ class GaussianMixtureSampler(LatentSampler):
         return {"name": self.name, **self.facts}
 
     def state_dict(self) -> dict[str, Tensor]:
-        """The mixture's tensors, for ``torch.save`` (loads with ``weights_only=True``)."""
         return {"weights": self.weights, "means": self.means, "scale_tril": self.scale_tril}
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, Tensor]) -> GaussianMixtureSampler:
+    def from_state_dict(cls, state: dict[str, Tensor], facts: dict[str, Any] | None = None) -> GaussianMixtureSampler:
         missing = sorted({"weights", "means", "scale_tril"} - set(state))
         if missing:
             raise ConfigError(f"gmm sampler state lacks {missing}")
-        return cls(state["weights"], state["means"], state["scale_tril"])
+        if not all(isinstance(state[k], Tensor) for k in ("weights", "means", "scale_tril")):
+            raise ConfigError("gmm sampler state: weights, means and scale_tril must be tensors")
+        if facts is not None and not isinstance(facts, dict):
+            raise ConfigError(f"gmm sampler facts must be a mapping, got {type(facts).__name__}")
+        return cls(state["weights"], state["means"], state["scale_tril"],
+                   {k: v for k, v in (facts or {}).items() if k != "name"})
 
 
 # ------------------------------------------------------------------------------------ fitting
-
-#: Builders by name: ``(model, training split, config) -> sampler``.
-SAMPLERS: Registry[Callable[[MultimodalVAE, BatchSource | None, SamplerConfig], LatentSampler]] = Registry("sampler")
-
 
 @torch.no_grad()
 def aggregate_posterior_draws(
@@ -222,25 +264,9 @@ def aggregate_posterior_draws(
     return torch.cat(draws)
 
 
-@SAMPLERS.register("prior")
-def _prior(model: MultimodalVAE, dataset: BatchSource | None, config: SamplerConfig) -> LatentSampler:
-    return PriorSampler(model.latent_dim)
-
-
-@SAMPLERS.register("gmm")
-def _gmm(model: MultimodalVAE, dataset: BatchSource | None, config: SamplerConfig) -> LatentSampler:
-    if dataset is None:
-        raise ConfigError("the gmm sampler is fitted on the training split, and none was given")
-    start = time.perf_counter()
-    latents = aggregate_posterior_draws(model, dataset, config.fit_size, config.seed)
-    sampler = GaussianMixtureSampler.fit(latents, config)
-    sampler.facts["fit_seconds"] = round(time.perf_counter() - start, 3)
-    return sampler
-
-
 def fit_sampler(model: MultimodalVAE, train: BatchSource | None, config: SamplerConfig | None = None) -> LatentSampler:
     """The sampler ``config`` names, fitted to ``model``'s posteriors on ``train`` where it needs
     data (``prior`` needs none)."""
     config = config or SamplerConfig()
-    return SAMPLERS.lookup(config.name, "sampler.name")(model, train, config)
+    return SAMPLERS.lookup(config.name, "sampler.name").build(model, train, config)
 

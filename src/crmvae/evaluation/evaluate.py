@@ -41,6 +41,7 @@ from ..data import text as text_data
 from ..errors import ConfigError, DataError
 from ..model import MultimodalVAE
 from ..samplers import LatentSampler, SamplerConfig, fit_sampler
+from .fitted_samplers import load_or_fit_sampler
 from ..seeding import private_rng
 from ..training import (
     CHECKPOINT_FILE,
@@ -280,7 +281,8 @@ def _sampler(model: MultimodalVAE, data_cfg: DataConfig, config: EvalConfig, met
     if config.sampler.name == "prior" or not {"coherence", "fid"} & set(metrics):
         return fit_sampler(model, None)
     with _timed(seconds, "sampler", config.progress):
-        return fit_sampler(model, load_dataset(data_cfg, "train"), config.sampler)
+        return load_or_fit_sampler(model, data_cfg, config.sampler,
+                                   resolve_precision(config.precision, next(model.parameters()).device))
 
 
 def _attribute_coherence(model: MultimodalVAE, test: MultimodalDataset, batches: Any, use_mean: bool) -> dict[str, Any]:
