@@ -126,6 +126,9 @@ def test_schedule_depends_on_epochs(settings: dict[str, Any], depends: bool) -> 
     ({"keep_best_on_train": True, "validation_size": 10}, "keep_best_on_train picks model.pt by the training loss"),
     ({"lr_plateau_threshold": 1.0}, "lr_plateau_threshold"), ({"lr_plateau_threshold": -0.1}, "lr_plateau_threshold"),
     ({"betas": [0.9]}, "betas"), ({"betas": [0.9, 1.0]}, "betas"), ({"momentum": 1.0}, "momentum"),
+    ({"keep_best_from_epoch": 0, "validation_size": 10}, "keep_best_from_epoch must be >= 1"),
+    ({"keep_best_from_epoch": 2}, "keep_best_from_epoch chooses among the epochs kept by train.validation_size"),
+    ({"keep_best_from_epoch": 4, "epochs": 3, "keep_best_on_train": True}, r"keep_best_from_epoch \(4\) is after the last"),
 ])
 def test_bad_controls_are_refused(settings: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -244,6 +247,47 @@ def test_keep_best_on_train_uses_the_epoch_means_of_the_log(data_dir: Path, tmp_
     assert same(weights(result.model_path), weights(result.out_dir / "epochs" / f"epoch{best}.pt"))
     with pytest.raises(ConfigError, match="keep_best_on_train"):  # the kept weights depend on it: fixed for the run
         train(tiny_config(data_dir, "train.epochs=4", "train.save_every_epochs=1"), tmp_path / "out", resume=True)
+
+
+def test_keep_best_from_epoch_skips_the_earlier_epochs(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scripted validation losses 1, 5, 3, 4, 4 with keep_best_from_epoch=2: epoch 1's lower loss
+    (as in a KL warm-up) is logged but not kept, and early stopping counts from epoch 2 on; the
+    scripted training losses 1, 5, 3, 4 keep epoch 3 the same way."""
+    scripted = iter([1.0, 5.0, 3.0, 4.0, 4.0])
+    real = trainer_module.evaluate
+
+    def evaluate(model: Any, dataset: Any, *args: Any) -> dict[str, float]:
+        return {"loss": next(scripted)} if dataset.name.endswith("(validation)") else real(model, dataset, *args)
+
+    monkeypatch.setattr(trainer_module, "evaluate", evaluate)
+    snapshots = Snapshots()
+    config = tiny_config(data_dir, "train.epochs=6", "train.validation_size=64", "train.early_stopping_patience=2",
+                         "train.keep_best_from_epoch=2")
+    result = train(config, tmp_path / "val", callbacks=[snapshots])
+    summary = json.loads(result.summary_path.read_text())
+    assert result.epochs_completed == 5 and summary["early_stopping"]
+    assert summary["best_epoch"] == 3 and summary["best_val_loss"] == 3.0
+    assert same(weights(result.model_path), snapshots.weights[3])
+
+    losses = [1.0, 5.0, 3.0, 4.0]  # by epoch
+    monkeypatch.setattr(trainer_module.Trainer, "_epoch_train_loss", lambda self: losses[self.state.epoch])
+    snapshots = Snapshots()
+    result = train(tiny_config(data_dir, "train.epochs=4", "train.keep_best_on_train=true", "train.keep_best_from_epoch=2"),
+                   tmp_path / "train", callbacks=[snapshots])
+    summary = json.loads(result.summary_path.read_text())
+    assert summary["best_epoch"] == 3 and summary["best_train_loss"] == 3.0
+    assert same(weights(result.model_path), snapshots.weights[3])
+    with pytest.raises(ConfigError, match="keep_best_from_epoch"):  # fixed for the run
+        train(tiny_config(data_dir, "train.epochs=5", "train.keep_best_on_train=true"), tmp_path / "train", resume=True)
+
+
+def test_a_run_that_ends_before_keep_best_from_epoch_keeps_its_last_step(data_dir: Path, tmp_path: Path) -> None:
+    config = tiny_config(data_dir, "train.epochs=3", "train.validation_size=64", "train.keep_best_from_epoch=3",
+                         "train.max_steps=12")
+    result = train(config, tmp_path / "out")
+    summary = json.loads(result.summary_path.read_text())
+    assert summary["model"] == "last step" and summary["best_epoch"] is None and summary["best_val_loss"] is None
+    assert same(weights(result.model_path), weights(result.checkpoint_path))
 
 
 class LearningRates(Callback):

@@ -188,6 +188,11 @@ class TrainConfig:
     #: Keep as ``model.pt`` the weights of the complete epoch with the lowest mean training loss
     #: (MultiVae's and pythae's ``keep_best_on_train``), for runs without a validation split.
     keep_best_on_train: bool = False
+    #: The first epoch whose weights may be kept as the best ones (by ``validation_size`` or
+    #: ``keep_best_on_train``): earlier epochs, such as those of a KL warm-up whose losses are not
+    #: comparable with later ones, are logged but neither kept nor counted by early stopping
+    #: (MultiVae's ``start_keep_best_epoch``).
+    keep_best_from_epoch: int = 1
     #: Epochs without a lower validation loss after which training stops; null: never.
     early_stopping_patience: int | None = None
     #: Extra experiment loggers by name (``tensorboard``, ``wandb``, ``mlflow``); ``metrics.jsonl`` is always written.
@@ -200,7 +205,7 @@ class TrainConfig:
             "threads": 1, "max_steps": 1, "lr_warmup_steps": 0, "lr_horizon_steps": 1, "lr_decay_every": 1,
             "kl_warmup_steps": 0, "validation_size": 0, "early_stopping_patience": 1, "lr_plateau_patience": 0,
             "save_every_epochs": 1, "grids_every_epochs": 1, "kl_cycle_steps": 1,
-            "eval_batch_size": 1,
+            "eval_batch_size": 1, "keep_best_from_epoch": 1,
         })
         if self.threads is not None and self.threads > MAX_THREADS:
             raise ConfigError(f"train.threads must be <= {MAX_THREADS} or null, got {self.threads}")
@@ -220,6 +225,12 @@ class TrainConfig:
         if self.keep_best_on_train and self.validation_size:
             raise ConfigError("train.keep_best_on_train picks model.pt by the training loss, and train.validation_size "
                               "by the validation loss: set one of them")
+        if self.keep_best_from_epoch > 1 and not (self.validation_size or self.keep_best_on_train):
+            raise ConfigError("train.keep_best_from_epoch chooses among the epochs kept by train.validation_size "
+                              "or train.keep_best_on_train: set one of them")
+        if self.keep_best_from_epoch > self.epochs:
+            raise ConfigError(f"train.keep_best_from_epoch ({self.keep_best_from_epoch}) is after the last epoch "
+                              f"(train.epochs={self.epochs}): no epoch could be kept")
         if self.lr_schedule == "plateau" and not self.validation_size:
             raise ConfigError("train.lr_schedule=plateau needs a validation split: set train.validation_size")
         if not 0 <= self.weight_decay < math.inf:

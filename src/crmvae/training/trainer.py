@@ -459,7 +459,7 @@ class Trainer:
         s = self.state
         complete = s.step_in_epoch == self.steps_per_epoch
         val_loss = self._validate() if complete and self.val_set is not None else None
-        if complete and self.config.train.keep_best_on_train:
+        if complete and self.config.train.keep_best_on_train and self._may_keep():
             self._keep_if_best_on_train()
         if self.ctx.is_main:
             self._log_epoch(complete, examples, train_s, epoch_start, val_loss)
@@ -475,21 +475,26 @@ class Trainer:
         self.save_checkpoint()
 
     def _validate(self) -> float:
-        """The validation loss (computed on rank 0, shared with every rank); keeps the best weights
-        and counts the epochs without improvement."""
+        """The validation loss (computed on rank 0, shared with every rank); from
+        ``keep_best_from_epoch`` on, keeps the best weights and counts the epochs without improvement."""
         tc, s = self.config.train, self.state
         loss = self.ctx.from_main(lambda: self._evaluate(self.val_set)[LOSS])
-        improved = s.best_val_loss is None or loss < s.best_val_loss
         if tc.lr_schedule == "plateau":
             s.plateau_best, s.plateau_bad_epochs, s.plateau_reductions = plateau_update(
                 tc, loss, s.plateau_best, s.plateau_bad_epochs, s.plateau_reductions)
-        if improved:
+        if not self._may_keep():
+            return loss
+        if s.best_val_loss is None or loss < s.best_val_loss:
             s.best_val_loss, s.epochs_without_improvement = loss, 0
             self._keep_weights()
         else:
             s.epochs_without_improvement += 1
             s.early_stopped = tc.early_stopping_patience is not None and s.epochs_without_improvement >= tc.early_stopping_patience
         return loss
+
+    def _may_keep(self) -> bool:
+        """Whether the epoch closing now may become the best one (``train.keep_best_from_epoch``)."""
+        return self.state.epoch + 1 >= self.config.train.keep_best_from_epoch
 
     def _keep_if_best_on_train(self) -> None:
         """``train.keep_best_on_train``: keep the weights when the epoch's mean training loss (the
