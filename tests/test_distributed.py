@@ -13,6 +13,7 @@ the real code path.
 from __future__ import annotations
 
 import itertools
+import json
 import socket
 from dataclasses import replace
 from datetime import timedelta
@@ -207,6 +208,35 @@ def test_a_non_finite_loss_on_one_rank_stops_all(runs: tuple[Path, Path]) -> Non
     """Both ranks raised (asserted in the workers); the checkpoint holds the state before step 2."""
     checkpoint = read_checkpoint(runs[1].parent / "nan" / "checkpoint.pt")
     assert (checkpoint["global_step"], len(checkpoint["rank_rng_states"])) == (1, 2)
+
+
+def _train_worker(rank: int, port: int, config: RunConfig, out: Path) -> None:
+    crmvae_objective.reparameterize = example_wise_noise
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+                            timeout=timedelta(seconds=60))
+    try:
+        train(config, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_keep_best_on_train_picks_the_same_epoch_in_two_processes(data_dir: Path, tmp_path: Path) -> None:
+    """The kept epoch is chosen by the global mean training loss (the 4 + 5 split of the last batch
+    makes a rank's own mean differ from it), so two ranks keep the epoch and the loss one process keeps."""
+    config = tiny_config(data_dir, "train.epochs=3", "train.keep_best_on_train=true", "train.save_every_epochs=1")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(crmvae_objective, "reparameterize", example_wise_noise)
+        train(config, tmp_path / "single")
+    mp.spawn(_train_worker, args=(_free_port(), config, tmp_path / "ddp"), nprocs=2)
+    summaries = [json.loads((tmp_path / run / "summary.json").read_text()) for run in ("single", "ddp")]
+    losses = [[r["train_loss"] for r in read_metrics(tmp_path / run / "metrics.jsonl") if r["kind"] == "epoch"]
+              for run in ("single", "ddp")]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5), losses
+    best = losses[0].index(min(losses[0])) + 1
+    assert summaries[0]["best_epoch"] == summaries[1]["best_epoch"] == best
+    assert summaries[1]["best_train_loss"] == pytest.approx(min(losses[0]), rel=1e-5)
+    kept, epoch = (read_checkpoint(tmp_path / "ddp" / name)["model"] for name in ("model.pt", f"epochs/epoch{best}.pt"))
+    assert all(torch.equal(kept[k], epoch[k]) for k in kept)
 
 
 def _collectives_worker(rank: int, port: int) -> None:
