@@ -197,15 +197,19 @@ class Snapshots(Callback):
         self.weights[record["epoch"]] = {k: v.clone() for k, v in trainer.model.state_dict().items()}
 
 
-def test_early_stopping_keeps_the_best_model(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Scripted validation losses 5, 3, 4, 4: best epoch 2, patience 2 stops after epoch 4."""
-    scripted = iter([5.0, 3.0, 4.0, 4.0])
-    real = trainer_module.evaluate
+def script_validation_losses(monkeypatch: pytest.MonkeyPatch, losses: list[float]) -> None:
+    """The validation loss of the k-th validated epoch becomes ``losses[k]``; the test loss stays real."""
+    scripted, real = iter(losses), trainer_module.evaluate
 
     def evaluate(model: Any, dataset: Any, *args: Any) -> dict[str, float]:
         return {"loss": next(scripted)} if dataset.name.endswith("(validation)") else real(model, dataset, *args)
 
     monkeypatch.setattr(trainer_module, "evaluate", evaluate)
+
+
+def test_early_stopping_keeps_the_best_model(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scripted validation losses 5, 3, 4, 4: best epoch 2, patience 2 stops after epoch 4."""
+    script_validation_losses(monkeypatch, [5.0, 3.0, 4.0, 4.0])
     snapshots = Snapshots()
     config = tiny_config(data_dir, "train.epochs=6", "train.validation_size=64", "train.early_stopping_patience=2")
     result = train(config, tmp_path / "out", callbacks=[snapshots])
@@ -253,13 +257,7 @@ def test_keep_best_from_epoch_skips_the_earlier_epochs(data_dir: Path, tmp_path:
     """Scripted validation losses 1, 5, 3, 4, 4 with keep_best_from_epoch=2: epoch 1's lower loss
     (as in a KL warm-up) is logged but not kept, and early stopping counts from epoch 2 on; the
     scripted training losses 1, 5, 3, 4 keep epoch 3 the same way."""
-    scripted = iter([1.0, 5.0, 3.0, 4.0, 4.0])
-    real = trainer_module.evaluate
-
-    def evaluate(model: Any, dataset: Any, *args: Any) -> dict[str, float]:
-        return {"loss": next(scripted)} if dataset.name.endswith("(validation)") else real(model, dataset, *args)
-
-    monkeypatch.setattr(trainer_module, "evaluate", evaluate)
+    script_validation_losses(monkeypatch, [1.0, 5.0, 3.0, 4.0, 4.0])
     snapshots = Snapshots()
     config = tiny_config(data_dir, "train.epochs=6", "train.validation_size=64", "train.early_stopping_patience=2",
                          "train.keep_best_from_epoch=2")
@@ -305,13 +303,7 @@ def test_plateau_lowers_the_learning_rate_after_the_patience(
 ) -> None:
     """Scripted validation losses 5, 3, 4, 4, 4, 2 with patience 1: the epochs after the second
     epoch in a row without improvement (epoch 4) run at half the rate."""
-    scripted = iter([5.0, 3.0, 4.0, 4.0, 4.0, 2.0])
-    real = trainer_module.evaluate
-
-    def evaluate(model: Any, dataset: Any, *args: Any) -> dict[str, float]:
-        return {"loss": next(scripted)} if dataset.name.endswith("(validation)") else real(model, dataset, *args)
-
-    monkeypatch.setattr(trainer_module, "evaluate", evaluate)
+    script_validation_losses(monkeypatch, [5.0, 3.0, 4.0, 4.0, 4.0, 2.0])
     rates = LearningRates()
     config = tiny_config(data_dir, "train.epochs=6", "train.validation_size=64", "train.lr_schedule=plateau",
                          "train.lr_plateau_patience=1", "train.lr_decay_factor=0.5", "train.lr=0.002", "train.grid_examples=0")
