@@ -41,7 +41,6 @@ from ..data import text as text_data
 from ..errors import ConfigError, DataError
 from ..model import MultimodalVAE
 from ..samplers import LatentSampler, SamplerConfig, fit_sampler
-from .fitted_samplers import load_or_fit_sampler
 from ..seeding import private_rng
 from ..training import (
     CHECKPOINT_FILE,
@@ -80,6 +79,7 @@ from .fid import (
     load_inception,
     model_fid,
 )
+from .fitted_samplers import load_or_fit_sampler
 from .likelihood import importance_log_likelihoods, likelihood_summary
 from .probes import latent_probes
 from .similarity import latent_cosine_similarity
