@@ -6,6 +6,7 @@ import json
 import math
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from crmvae.cli import main
+from crmvae.cli import format_plan, main
 from crmvae.config import load_config
 from crmvae.errors import ConfigError
 from crmvae.evaluation.compare import (
@@ -22,7 +23,9 @@ from crmvae.evaluation.compare import (
     aggregate,
     cached_evaluation,
     mean_std,
+    plan_comparison,
     run_comparison,
+    run_config,
     run_dir,
     store_evaluation,
 )
@@ -246,6 +249,15 @@ def test_cli_reports_bad_models_without_a_traceback(tmp_path: Path, capsys: pyte
     assert "unknown model/objective 'bogus'" in capsys.readouterr().err
 
 
+def test_cli_plan_of_a_new_study_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compare", "--plan", "--models", "crmvae,mvae", "--seeds", "0,1", "--snapshots", "1,3",
+                 "--out", str(tmp_path / "out"), "--runs-dir", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert "4 run(s); 0 snapshot(s) recorded, 8 to train and evaluate (nothing was run)" in out
+    assert "  mvae seed 1: recorded none; to do: 1, 3 (no run yet)" in out
+    assert not any(tmp_path.iterdir())
+
+
 # --------------------------------------------------------------------------------------------
 # end to end: real training on the tiny dataset, a counting stand-in for the metrics
 
@@ -371,6 +383,43 @@ def test_more_seeds_train_only_what_is_missing(study, tmp_path: Path) -> None:
     assert comparison["config"]["models"] == ["mvae", "crmvae"]
     assert sorted((r["model"], r["seed"]) for r in comparison["runs"]) == [
         ("crmvae", 0), ("crmvae", 1), ("mvae", 0), ("mvae", 1), ("mvae", 2)]
+
+
+def test_plan_lists_what_is_recorded_and_what_remains_and_writes_nothing(study, tmp_path: Path) -> None:
+    config, _, _ = study
+    copy = CompareConfig(**{**vars(config), "out_dir": str(tmp_path / "report"), "runs_dir": str(tmp_path / "runs"),
+                            "models": ["mvae"], "seeds": [0, 1, 2], "snapshots": [1, 2, 3]})
+    shutil.copytree(config.out_dir, copy.out_dir)
+    shutil.copytree(run_dir(config, "mvae", 0), run_dir(copy, "mvae", 0))
+    (Path(copy.out_dir) / "records" / "mvae" / "seed0" / "epoch2.json").unlink()
+    before = report_files(tmp_path)
+    plan = plan_comparison(copy)
+    assert report_files(tmp_path) == before
+    assert [(r.model, r.seed, r.recorded, r.missing, r.run_state, r.trained_epochs, r.target_epochs) for r in plan] == [
+        ("mvae", 0, [1], [2, 3], "finished", 2, 2),  # its run is copied: trained to the old last snapshot
+        ("mvae", 1, [1, 2], [3], "new", 0, 0),       # recorded, but its run stayed in the study's runs_dir
+        ("mvae", 2, [], [1, 2, 3], "new", 0, 0),
+    ]
+    text = format_plan(plan, copy.out_dir)
+    assert "3 run(s); 3 snapshot(s) recorded, 6 to train and evaluate (nothing was run)" in text
+    assert "mvae seed 0: recorded 1; to do: 2, 3 (run finished at epoch 2)" in text
+    crmvae = plan_comparison(CompareConfig(**{**vars(config), "out_dir": str(tmp_path / "report"),
+                                               "models": ["crmvae"]}))
+    assert format_plan(crmvae, "x").splitlines()[1:] == ["  crmvae seed 0: recorded 1, 2; complete",
+                                                         "  crmvae seed 1: recorded 1, 2; complete"]
+    changed = CompareConfig(**{**vars(copy), "eval": EvalConfig(metrics=["coherence", "similarity"], n_test=16)})
+    with pytest.raises(ConfigError, match=r"eval\.n_test"):  # the checks of a real run
+        plan_comparison(changed)
+
+
+def test_plan_shows_an_unfinished_run(study, tmp_path: Path) -> None:
+    config, _, _ = study
+    one = CompareConfig(**{**vars(config), "out_dir": str(tmp_path / "report"), "runs_dir": str(tmp_path / "runs"),
+                           "models": ["mvae"], "seeds": [0], "snapshots": [2]})
+    snapshot = run_config(one, "mvae", 0, epochs=2)  # stopped after 3 of its 4 steps
+    train(replace(snapshot, train=replace(snapshot.train, max_steps=3)), run_dir(one, "mvae", 0))
+    assert [(r.run_state, r.trained_epochs, r.target_epochs) for r in plan_comparison(one)] == [("unfinished", 1, 2)]
+    assert "(run at epoch 1 of 2, resumes)" in format_plan(plan_comparison(one), one.out_dir)
 
 
 @pytest.mark.parametrize(("change", "keys"), [

@@ -346,9 +346,25 @@ def _study_models(text: str) -> list[str]:
     return ["crmvae", *sorted(m for m in OBJECTIVES if m != "crmvae")] if names == ["all"] else names
 
 
+def format_plan(plan: list[Any], out_dir: str) -> str:
+    """``compare --plan``: a line per ``(model, seed)`` of :func:`plan_comparison`, and a total."""
+    def epochs(values: list[int]) -> str:
+        return ", ".join(map(str, values)) or "none"
+
+    lines = []
+    for run in plan:
+        state = {"new": "no run yet", "finished": f"run finished at epoch {run.trained_epochs}",
+                 "unfinished": f"run at epoch {run.trained_epochs} of {run.target_epochs}, resumes"}[run.run_state]
+        todo = f"to do: {epochs(run.missing)} ({state})" if run.missing else "complete"
+        lines.append(f"  {run.model} seed {run.seed}: recorded {epochs(run.recorded)}; {todo}")
+    recorded, missing = sum(len(r.recorded) for r in plan), sum(len(r.missing) for r in plan)
+    return "\n".join([f"{out_dir}: {len(plan)} run(s); {recorded} snapshot(s) recorded, {missing} to train and "
+                      f"evaluate (nothing was run)", *lines])
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     # imported here: the report pulls in matplotlib, which no other command needs
-    from .evaluation.compare import CompareConfig, EvalConfig, run_comparison
+    from .evaluation.compare import CompareConfig, EvalConfig, plan_comparison, run_comparison
     from .evaluation.report import write_report
 
     try:
@@ -365,6 +381,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         runs_dir=args.runs_dir, snapshots=_epochs(args.snapshots) if args.snapshots else [],
         snapshot_metrics=_names(args.snapshot_metrics, "snapshot-metrics") if args.snapshot_metrics else None,
     )
+    if args.plan:
+        print(format_plan(plan_comparison(config), config.out_dir))
+        return 0
     command = " ".join([PROG, *map(shlex.quote, args.argv)])
     paths = write_report(run_comparison(config, command=command, report_only=args.report_only), config.out_dir)
     print(f"report: {paths['html']} ({paths['markdown'].name}, {paths['results'].name} beside it)")
@@ -486,6 +505,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--eval-set", action="append", default=[], metavar="KEY=VALUE", help="an evaluation setting")
     cmp.add_argument("--snapshots", metavar="E1,E2,...",
                      help="epochs at which every run is evaluated and recorded, e.g. 1,3,10 (default: the budget's train.epochs)")
+    cmp.add_argument("--plan", action="store_true",
+                     help="check the study's settings and records, and list what is recorded and what remains; "
+                          "train, evaluate and write nothing")
     cmp.add_argument("--report-only", action="store_true",
                      help="write the report from the records in --out; train and evaluate nothing")
     cmp.add_argument("--snapshot-metrics", metavar="M1,M2,...",

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checkpoint import load_model
+from ..checkpoint import load_model, read_checkpoint
 from ..config import RunConfig, from_dict, load_config, save_config, to_dict
 from ..data import dataset_info, load_dataset
 from ..errors import ConfigError
@@ -462,6 +462,43 @@ def run_comparison(
     log(f"{len(trained)} snapshot(s) trained, {len(records)} record(s) in {out_dir / RECORDS_DIR}, "
         f"{format_duration(time.perf_counter() - start)}")
     return summarize(config, records, final, command)
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One ``(model, seed)`` of a study as :func:`plan_comparison` finds it: the snapshots already
+    recorded and those still to train and evaluate, and the state of its run folder: ``"new"``,
+    ``"finished"`` (at ``trained_epochs``) or ``"unfinished"`` (a checkpoint after ``trained_epochs``
+    complete epochs, of the ``target_epochs`` it was training towards)."""
+
+    model: str
+    seed: int
+    recorded: list[int]
+    missing: list[int]
+    run_state: str
+    trained_epochs: int = 0
+    target_epochs: int = 0
+
+
+def plan_comparison(config: CompareConfig) -> list[PlannedRun]:
+    """What :func:`run_comparison` would do, with every check it makes first (names, settings,
+    each record against the study's settings), training, evaluating and writing nothing."""
+    config = replace(config, models=[canonical_model(m) for m in config.models])
+    configs = validate(config)
+    epochs = snapshot_epochs(config)
+    records = load_records(config, epochs[-1])
+    plan = []
+    for model, seed in configs:
+        out = run_dir(config, model, seed)
+        recorded = [e for e in epochs if RecordKey(model, seed, e) in records]
+        missing = [e for e in epochs if e not in recorded]
+        state, trained, target = "new", 0, 0
+        if (out / CONFIG_FILE).is_file() and (out / CHECKPOINT_FILE).is_file():
+            target = load_config(RunConfig, out / CONFIG_FILE).train.epochs
+            trained = int(read_checkpoint(out / CHECKPOINT_FILE)["epoch"])
+            state = "finished" if (out / SUMMARY_FILE).is_file() and trained >= target else "unfinished"
+        plan.append(PlannedRun(model, seed, recorded, missing, state, trained, target))
+    return plan
 
 
 def _record_run(record: Mapping[str, Any], path: Path) -> dict[str, Any]:
