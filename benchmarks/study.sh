@@ -7,6 +7,7 @@
 #   bash benchmarks/study.sh polymnist-short-long        # CRMVAE and MoPoE of polymnist-short continued to 30 passes
 #   COMMIT=1 bash benchmarks/study.sh polymnist         # git-commit each record as it is written, the report
 #                                                       # folder after each model
+#   PLAN=1 bash benchmarks/study.sh polymnist           # per stage, what is recorded and what remains; runs nothing
 #
 # Every stage is a `crmvae compare` into the same report folder: records already there are reused
 # (a stage whose records all exist trains nothing), so the script can be stopped and rerun at any
@@ -93,6 +94,15 @@ start_from_earlier_study() {
   cp -r "$from" "$to"
   cp docs/results/"$seed_from"/records/"$model"/seed"$seed"/epoch* "$out/records/$model/seed$seed/"
 }
+if [[ ${PLAN:-0} == 1 ]]; then
+  for i in "${!stages[@]}"; do
+    if ((${#selected[@]})) && [[ ! " ${selected[*]} " =~ " $((i + 1)) " ]]; then continue; fi
+    read -r models seeds <<< "${stages[$i]}"
+    echo "== $dataset stage $((i + 1)): $models seed $seeds"
+    crmvae compare "${study_args[@]}" --models "$models" --seeds "$seeds" --plan
+  done
+  exit 0
+fi
 if [[ ${COMMIT:-0} == 1 ]]; then
   # commit each record within a minute of its writing, so that a stop loses only the snapshot in progress
   (

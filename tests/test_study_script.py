@@ -20,13 +20,14 @@ done
 """
 
 
-def run_study(tmp_path: Path, *args: str) -> list[list[str]]:
+def run_study(tmp_path: Path, *args: str, env_extra: dict[str, str] | None = None) -> list[list[str]]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     (bin_dir / "crmvae").write_text(FAKE)
     (bin_dir / "crmvae").chmod(0o755)
     calls = tmp_path / "calls.txt"
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(calls), "RUNS_DIR": str(tmp_path / "runs")}
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(calls), "RUNS_DIR": str(tmp_path / "runs"),
+           **(env_extra or {})}
     # a copy of the script in a scratch tree, so the report folders it names are made there
     (tmp_path / "benchmarks").mkdir(exist_ok=True)
     (tmp_path / "benchmarks" / "study.sh").write_text((ROOT / "benchmarks" / "study.sh").read_text())
@@ -57,6 +58,17 @@ def test_each_stage_trains_its_models_and_reports_every_record(
     reports = [c for c in calls if "--report-only" in c]
     assert len(reports) == len(trained)  # after each model, a report of every record so far
     assert value(reports[-1], "--models") == ",".join(m for m, _ in trained)
+
+
+def test_plan_asks_each_stage_for_its_plan_and_runs_nothing(tmp_path: Path) -> None:
+    calls = run_study(tmp_path, "mnist_svhn_text-short", env_extra={"PLAN": "1"})
+    assert all("--plan" in c and "--report-only" not in c for c in calls)
+    assert [(value(c, "--models"), value(c, "--seeds")) for c in calls] == [
+        ("crmvae,mvtcae", "0"), ("mopoe,mvae", "0"), ("crmvae,mvtcae", "1"), ("mopoe,mvae", "1")]
+    (tmp_path / "one").mkdir()
+    one_stage = run_study(tmp_path / "one", "polymnist", "2", env_extra={"PLAN": "1"})
+    assert [(value(c, "--models"), value(c, "--seeds"), value(c, "--preset")) for c in one_stage] == [
+        ("crmvae,mvtcae", "1", "paper")]
 
 
 def test_an_unknown_study_is_refused(tmp_path: Path) -> None:
