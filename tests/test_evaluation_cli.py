@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,9 @@ from crmvae.checkpoint import load_model
 from crmvae.cli import main
 from crmvae.evaluation import ClassifierConfig, EvalConfig, evaluate_checkpoint
 from crmvae.evaluation.fid import FeatureExtractor, load_inception
-from crmvae.evaluation.fitted_samplers import model_digest
+from crmvae.evaluation.evaluate import run_data_config
+from crmvae.evaluation.fitted_samplers import load_or_fit_sampler, model_digest
+from crmvae.samplers import SamplerConfig
 from crmvae.presets import build_run_config
 from crmvae.training import train
 
@@ -134,6 +138,22 @@ def test_a_fitted_sampler_is_saved_reused_and_refitted_when_damaged(
     refitted = json.loads((tmp_path / "refitted.json").read_text())
     assert refitted["joint_coherence"] == fitted["joint_coherence"]
     assert sorted(set(data_dir.glob("sampler-polymnist-*.pt")) - before) == saved  # rewritten in place
+
+
+def test_fitting_or_loading_a_sampler_leaves_the_global_rng_alone(run_dir: Path, tmp_path: Path) -> None:
+    """The evaluation draws its samples from the global stream after getting the sampler: a fitted
+    and a loaded sampler must leave it where they found it, or the joint coherence would differ."""
+    model = load_model(run_dir / "model.pt")
+    data_cfg = run_data_config(run_dir / "model.pt")
+    data_cfg = replace(data_cfg, data_dir=str(tmp_path))
+    shutil.copytree(Path(run_data_config(run_dir / "model.pt").data_dir), tmp_path, dirs_exist_ok=True)
+    config = SamplerConfig(name="gmm", n_components=2, fit_size=64, seed=3)
+    for path in ("fitted", "loaded"):
+        torch.manual_seed(11)
+        state = torch.get_rng_state()
+        load_or_fit_sampler(model, data_cfg, config)
+        assert torch.equal(torch.get_rng_state(), state), path
+    assert len(list(tmp_path.glob("sampler-polymnist-*.pt"))) == 1
 
 
 def test_model_digest_follows_the_weights(run_dir: Path) -> None:

@@ -61,7 +61,7 @@ def load_or_fit_sampler(
 def _restore(kind: type[LatentSampler], payload: dict[str, Any], latent_dim: int) -> LatentSampler:
     """The saved sampler; a ``ValueError`` (a damaged file) unless it is one over ``latent_dim`` latents."""
     sampler = kind.from_state_dict(payload["state"], payload["facts"])
-    drawn = sampler.sample(1)
+    drawn = sampler.sample(1, torch.Generator().manual_seed(0))  # not from the caller's random stream
     if drawn.shape != (1, latent_dim):
         raise ValueError(f"it draws latents of shape {tuple(drawn.shape[1:])}, the model has {latent_dim}")
     return sampler
