@@ -146,7 +146,8 @@ def test_fitting_or_loading_a_sampler_leaves_the_global_rng_alone(run_dir: Path,
     model = load_model(run_dir / "model.pt")
     data_cfg = run_data_config(run_dir / "model.pt")
     data_cfg = replace(data_cfg, data_dir=str(tmp_path))
-    shutil.copytree(Path(run_data_config(run_dir / "model.pt").data_dir), tmp_path, dirs_exist_ok=True)
+    shutil.copytree(Path(run_data_config(run_dir / "model.pt").data_dir), tmp_path, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("sampler-*"))
     config = SamplerConfig(name="gmm", n_components=2, fit_size=64, seed=3)
     for path in ("fitted", "loaded"):
         torch.manual_seed(11)
