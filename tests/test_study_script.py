@@ -60,6 +60,25 @@ def test_each_stage_trains_its_models_and_reports_every_record(
     assert value(reports[-1], "--models") == ",".join(m for m, _ in trained)
 
 
+def test_the_long_mnist_svhn_text_study_continues_every_run_of_the_short_one(tmp_path: Path) -> None:
+    for model in ("mopoe", "mvae"):
+        run = tmp_path / "runs" / "mnist-svhn-text-short-study" / "mnist_svhn_text" / model / "seed1"
+        run.mkdir(parents=True)
+        (run / "checkpoint.pt").write_text(f"{model} at pass 10")
+        records = tmp_path / "docs" / "results" / "mnist-svhn-text-short-study" / "records" / model / "seed1"
+        records.mkdir(parents=True)
+        (records / "epoch10.json").write_text("{}")
+    calls = run_study(tmp_path, "mnist_svhn_text-short-long", "4")
+    training = [c for c in calls if "--report-only" not in c]
+    assert [(value(c, "--models"), value(c, "--seeds")) for c in training] == [("mopoe", "1"), ("mvae", "1")]
+    assert all(value(c, "--snapshots") == "1,3,10,30" and value(c, "--dataset") == "mnist_svhn_text" for c in calls)
+    assert all(value(c, "--out") == "docs/results/mnist-svhn-text-short-long-study" for c in calls)
+    long_runs = tmp_path / "runs" / "mnist-svhn-text-short-long-study" / "mnist_svhn_text"
+    assert (long_runs / "mvae" / "seed1" / "checkpoint.pt").read_text() == "mvae at pass 10"
+    long_records = tmp_path / "docs" / "results" / "mnist-svhn-text-short-long-study" / "records"
+    assert (long_records / "mopoe" / "seed1" / "epoch10.json").is_file()
+
+
 def test_plan_asks_each_stage_for_its_plan_and_runs_nothing(tmp_path: Path) -> None:
     calls = run_study(tmp_path, "mnist_svhn_text-short", env_extra={"PLAN": "1"})
     assert all("--plan" in c and "--report-only" not in c for c in calls)
