@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 import yaml
@@ -16,6 +17,7 @@ from crmvae.config import (
     apply_overrides,
     from_dict,
     load_config,
+    parse_yaml,
     save_config,
     to_dict,
 )
@@ -228,3 +230,14 @@ def test_presets_are_not_mutated_by_overrides():
 def test_build_run_config_errors(args, message):
     with pytest.raises(ConfigError, match=message):
         build_run_config(*args)
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("1e-6", 1e-6), ("-1E+3", -1000.0), ("1.5e-3", 0.0015), ("2", 2), ("0.5", 0.5), ("1e", "1e"), ("e5", "e5"),
+    ('"1e-6"', "1e-6"), ("{eps: 1e-7, amsgrad: true}", {"eps": 1e-7, "amsgrad": True}), ("[1e-3, 2]", [0.001, 2]),
+])
+def test_yaml_reads_exponents_without_a_dot_as_numbers(text: str, value: Any) -> None:
+    """PyYAML's YAML 1.1 reads ``1e-6`` as a string, so a free-form mapping such as
+    ``train.optimizer_params`` would pass a string to torch; YAML 1.2 and JSON read a number."""
+    assert parse_yaml(text) == value and type(parse_yaml(text)) is type(value)
+    assert apply_overrides({"train": {}}, [f"train.x={text}"])["train"]["x"] == value

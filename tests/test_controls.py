@@ -67,6 +67,22 @@ def test_step_schedule_by_hand() -> None:
     assert got == pytest.approx([0.5, 1.0, 1.0, 1.0, 0.1, 0.1, 0.01])
 
 
+def test_multistep_follows_torchs_multistep_lr() -> None:
+    """Stepped once per update, MultiStepLR's rate at update s equals ours at global step s."""
+    tc = TrainConfig(lr=1.0, lr_schedule="multistep", lr_milestones=[3, 7, 8], lr_decay_factor=0.5)
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    reference = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[3, 7, 8], gamma=0.5)
+    theirs = []
+    for _ in range(12):
+        theirs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        reference.step()
+    assert [learning_rate(tc, step, 1000) for step in range(12)] == pytest.approx(theirs)
+    assert theirs[:4] == [1.0, 1.0, 1.0, 0.5] and theirs[-1] == 0.125
+    warm = TrainConfig(lr=1.0, lr_schedule="multistep", lr_milestones=[3], lr_decay_factor=0.1, lr_warmup_steps=2)
+    assert [learning_rate(warm, step, 1000) for step in range(5)] == pytest.approx([0.5, 1.0, 1.0, 0.1, 0.1])
+
+
 @pytest.mark.parametrize("threshold", [0.0, 1e-4, 0.1])
 @pytest.mark.parametrize("patience", [0, 1, 3])
 def test_plateau_follows_torchs_reduce_lr_on_plateau(patience: int, threshold: float) -> None:
@@ -126,6 +142,11 @@ def test_schedule_depends_on_epochs(settings: dict[str, Any], depends: bool) -> 
     ({"keep_best_on_train": True, "validation_size": 10}, "keep_best_on_train picks model.pt by the training loss"),
     ({"lr_plateau_threshold": 1.0}, "lr_plateau_threshold"), ({"lr_plateau_threshold": -0.1}, "lr_plateau_threshold"),
     ({"betas": [0.9]}, "betas"), ({"betas": [0.9, 1.0]}, "betas"), ({"momentum": 1.0}, "momentum"),
+    ({"lr_schedule": "multistep"}, "multistep needs train.lr_milestones"),
+    ({"lr_schedule": "multistep", "lr_milestones": [5, 5]}, "lr_milestones must be distinct ascending"),
+    ({"lr_milestones": [10, 3]}, "lr_milestones must be distinct ascending"), ({"lr_milestones": [0]}, "lr_milestones"),
+    ({"optimizer_params": {"lr": 0.1, "eps": 1e-6}}, r"optimizer_params cannot set \['lr'\]"),
+    ({"optimizer_params": {"fused": False}}, r"cannot set \['fused'\]"),
     ({"keep_best_from_epoch": 0, "validation_size": 10}, "keep_best_from_epoch must be >= 1"),
     ({"keep_best_from_epoch": 2}, "keep_best_from_epoch chooses among the epochs kept by train.validation_size"),
     ({"keep_best_from_epoch": 4, "epochs": 3, "keep_best_on_train": True}, r"keep_best_from_epoch \(4\) is after the last"),
@@ -335,6 +356,36 @@ def test_optimizer_settings_are_checked(data_dir: Path, tmp_path: Path) -> None:
                           ("train.weight_decay=0.1", "train.weight_decay: run has 0.0, given 0.1")):
         with pytest.raises(ConfigError, match=words):
             train(tiny_config(data_dir, "train.max_steps=8", "train.grid_examples=0", change), out, resume=True)
+
+
+@pytest.mark.parametrize(("name", "params"), [
+    ("adam", {"eps": 1e-6, "amsgrad": True}), ("adamw", {"eps": 1e-7}), ("sgd", {"nesterov": True, "dampening": 0.0}),
+    ("rmsprop", {"alpha": 0.9, "centered": True}),
+])
+def test_optimizer_params_reach_the_optimizer(data_dir: Path, tmp_path: Path, name: str, params: dict[str, Any]) -> None:
+    momentum = ["train.momentum=0.5"] if name == "sgd" else []  # nesterov needs a momentum
+    config = tiny_config(data_dir, f"train.optimizer={name}", f"train.optimizer_params={json.dumps(params)}",
+                         "train.max_steps=2", "train.grid_examples=0", *momentum)
+    result = train(config, tmp_path / "out")
+    group = torch.load(result.checkpoint_path, weights_only=True)["optimizer"]["param_groups"][0]
+    assert {k: group[k] for k in params} == params
+    with pytest.raises(ConfigError, match=r"train\.optimizer_params\.\w+: run has"):  # the optimizer state holds them
+        train(tiny_config(data_dir, f"train.optimizer={name}", "train.max_steps=4", "train.grid_examples=0", *momentum),
+              tmp_path / "out", resume=True)
+
+
+@pytest.mark.parametrize(("name", "params", "words"), [
+    ("adam", {"epsilon": 1e-6}, "unexpected keyword argument 'epsilon'"),
+    ("adam", {"eps": -1.0}, "Invalid epsilon value"),
+    ("sgd", {"nesterov": True}, "Nesterov momentum requires a momentum"),
+])
+def test_optimizer_params_the_optimizer_refuses_are_config_errors(
+    data_dir: Path, tmp_path: Path, name: str, params: dict[str, Any], words: str,
+) -> None:
+    with pytest.raises(ConfigError, match=f"train.optimizer_params .* for {name}: .*{words}"):
+        train(tiny_config(data_dir, f"train.optimizer={name}", f"train.optimizer_params={json.dumps(params)}"),
+              tmp_path / "out")
+    assert not (tmp_path / "out" / "checkpoint.pt").exists()
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import torch
 import yaml
 from torch import Tensor, nn
 
-from .config import ModelConfig, RunConfig, from_dict, to_dict
+from .config import ModelConfig, RunConfig, from_dict, parse_yaml, to_dict
 from .errors import CheckpointError, ConfigError
 from .fileio import TORCH_LOAD_ERRORS, atomic_write, load_error_reason, make_dir
 from .model import MultimodalVAE
@@ -241,7 +241,7 @@ def load_safetensors(path: str | Path, map_location: str | torch.device = "cpu")
         if not needed.is_file():
             raise CheckpointError(f"{needed} does not exist (an export is {SAFETENSORS_FILE} with {EXPORT_CONFIG_FILE} beside it)")
     try:
-        values = yaml.safe_load(config_file.read_text())
+        values = parse_yaml(config_file.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{config_file}: not valid YAML: {exc}") from None
     if not isinstance(values, dict) or not isinstance(values.get("model"), dict):

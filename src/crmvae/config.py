@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -158,17 +159,25 @@ class TrainConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     #: ``sgd``'s and ``rmsprop``'s momentum.
     momentum: float = 0.0
+    #: Further keyword arguments of the optimizer's ``torch.optim`` class, e.g. ``{eps: 1.0e-6,
+    #: amsgrad: true}`` for ``adam`` or ``{nesterov: true}`` for ``sgd`` (pythae's and MultiVae's
+    #: ``optimizer_params``); the settings above keep their own fields.
+    optimizer_params: dict[str, Any] = field(default_factory=dict)
     #: Learning-rate schedule after the warm-up: ``constant``; ``cosine`` from ``lr`` to 0 over
     #: ``lr_horizon_steps``; ``step``, ``lr`` times ``lr_decay_factor`` every ``lr_decay_every`` steps;
     #: ``plateau``, ``lr`` times ``lr_decay_factor`` each time more than ``lr_plateau_patience``
-    #: epochs in a row pass without a lower validation loss (needs ``validation_size``).
-    lr_schedule: Literal["constant", "cosine", "step", "plateau"] = "constant"
+    #: epochs in a row pass without a lower validation loss (needs ``validation_size``);
+    #: ``multistep``, ``lr`` times ``lr_decay_factor`` at each of the global steps ``lr_milestones``.
+    lr_schedule: Literal["constant", "cosine", "step", "plateau", "multistep"] = "constant"
     #: Steps over which the learning rate rises linearly to ``lr`` (0: none).
     lr_warmup_steps: int = 0
     #: Length of the cosine schedule in steps, warm-up included; null: the run's planned steps
     #: (``epochs`` times the steps of an epoch), so the trajectory then depends on ``epochs``.
     lr_horizon_steps: int | None = None
     lr_decay_every: int = 1000
+    #: ``multistep``: the global steps (0-based, ascending) from which the learning rate is
+    #: multiplied once more by ``lr_decay_factor`` (``MultiStepLR``'s milestones, in steps).
+    lr_milestones: list[int] = field(default_factory=list)
     lr_decay_factor: float = 0.1
     lr_plateau_patience: int = 10
     #: ``plateau``: a validation loss counts as lower when below the best so far times
@@ -231,6 +240,15 @@ class TrainConfig:
         if self.keep_best_from_epoch > self.epochs:
             raise ConfigError(f"train.keep_best_from_epoch ({self.keep_best_from_epoch}) is after the last epoch "
                               f"(train.epochs={self.epochs}): no epoch could be kept")
+        if self.lr_schedule == "multistep" and not self.lr_milestones:
+            raise ConfigError("train.lr_schedule=multistep needs train.lr_milestones, e.g. [10000, 20000]")
+        if self.lr_milestones and (any(not isinstance(m, int) or isinstance(m, bool) or m < 1 for m in self.lr_milestones)
+                                   or sorted(set(self.lr_milestones)) != list(self.lr_milestones)):
+            raise ConfigError(f"train.lr_milestones must be distinct ascending steps >= 1, got {self.lr_milestones}")
+        own = sorted(set(self.optimizer_params) & {"lr", "betas", "weight_decay", "momentum", "params", "fused", "foreach"})
+        if own:
+            raise ConfigError(f"train.optimizer_params cannot set {own}: lr, betas, weight_decay and momentum have "
+                              f"their own train.* settings, and crmvae passes params, fused and foreach")
         if self.lr_schedule == "plateau" and not self.validation_size:
             raise ConfigError("train.lr_schedule=plateau needs a validation split: set train.validation_size")
         if not 0 <= self.weight_decay < math.inf:
@@ -368,6 +386,22 @@ def save_config(cfg: Any, path: str | Path) -> None:
     atomic_write(path, text)
 
 
+class _YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's floats: ``1e-6`` (no dot) is a number, not a string."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def parse_yaml(text: str) -> Any:
+    """``text`` parsed as YAML (JSON is a subset), safely, with ``1e-6`` read as a float."""
+    return yaml.load(text, Loader=_YamlLoader)
+
+
 def load_mapping(path: str | Path) -> dict[str, Any]:
     """The mapping of a YAML or JSON file (JSON is a subset of YAML); a missing, unreadable, empty
     or non-mapping file is a :class:`ConfigError` naming it."""
@@ -375,7 +409,7 @@ def load_mapping(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"configuration file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = parse_yaml(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid YAML/JSON: {exc}") from None
     if data is None:
@@ -404,7 +438,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         if not all(parts):
             raise ConfigError(f"override {item!r}: empty key")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = parse_yaml(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
         node = data

@@ -2,7 +2,7 @@
 training controls (:mod:`.controls`), callbacks (:mod:`.callbacks`) and loggers (:mod:`.loggers`)."""
 
 from .callbacks import Callback
-from .controls import OPTIMIZERS, beta_scale, learning_rate, plateau_update, schedule_depends_on_epochs
+from .controls import OPTIMIZERS, beta_scale, build_optimizer, learning_rate, plateau_update, schedule_depends_on_epochs
 from .loggers import LOGGERS
 from .metrics import read_metrics
 from .trainer import (
@@ -45,6 +45,7 @@ __all__ = [
     "Trainer",
     "autocast",
     "beta_scale",
+    "build_optimizer",
     "check_dataset",
     "evaluate",
     "has_fast_bf16",

@@ -9,6 +9,7 @@ and the plateau's counters live in the trainer's state and are checkpointed with
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable, Iterable
 
@@ -22,7 +23,8 @@ from ..registry import Registry
 
 
 #: Optimizers by name: each builds a ``torch.optim.Optimizer`` over the parameters from ``train.*``
-#: and the device (``lr`` is set again before every step by :func:`learning_rate`).
+#: (``train.optimizer_params`` as further keyword arguments) and the device (``lr`` is set again
+#: before every step by :func:`learning_rate`). :func:`build_optimizer` builds one by name.
 OPTIMIZERS: Registry[Callable[[Iterable[Tensor], TrainConfig, torch.device], torch.optim.Optimizer]] = Registry(
     "train/optimizer"
 )
@@ -38,26 +40,40 @@ def _fused(device: torch.device) -> bool:
 def adam(params: Iterable[Tensor], tc: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     """Adam (the paper's), with ``weight_decay`` as an L2 term of the gradient."""
     return torch.optim.Adam(params, lr=tc.lr, betas=(tc.betas[0], tc.betas[1]), weight_decay=tc.weight_decay,
-                            fused=_fused(device))
+                            fused=_fused(device), **tc.optimizer_params)
 
 
 @OPTIMIZERS.register("adamw")
 def adamw(params: Iterable[Tensor], tc: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     """AdamW: Adam with decoupled weight decay (``w -= lr * weight_decay * w`` each step)."""
     return torch.optim.AdamW(params, lr=tc.lr, betas=(tc.betas[0], tc.betas[1]), weight_decay=tc.weight_decay,
-                             fused=_fused(device))
+                             fused=_fused(device), **tc.optimizer_params)
 
 
 @OPTIMIZERS.register("sgd")
 def sgd(params: Iterable[Tensor], tc: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     """Stochastic gradient descent with ``momentum`` and ``weight_decay``."""
-    return torch.optim.SGD(params, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
+    return torch.optim.SGD(params, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay, **tc.optimizer_params)
 
 
 @OPTIMIZERS.register("rmsprop")
 def rmsprop(params: Iterable[Tensor], tc: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     """RMSprop with ``momentum`` and ``weight_decay``."""
-    return torch.optim.RMSprop(params, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
+    return torch.optim.RMSprop(params, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay, **tc.optimizer_params)
+
+
+def build_optimizer(params: Iterable[Tensor], tc: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """The optimizer ``tc.optimizer`` over ``params``; a :class:`ConfigError` naming
+    ``train.optimizer_params`` when the optimizer refuses one of them (an unknown keyword, or a
+    value out of its range)."""
+    factory = OPTIMIZERS.lookup(tc.optimizer, "train.optimizer")
+    try:
+        return factory(params, tc, device)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        if not tc.optimizer_params:
+            raise
+        raise ConfigError(f"train.optimizer_params {tc.optimizer_params} for {tc.optimizer}: "
+                          f"{str(exc).splitlines()[0]}") from None
 
 
 def learning_rate(tc: TrainConfig, step: int, planned_steps: int, plateau_reductions: int = 0) -> float:
@@ -66,7 +82,8 @@ def learning_rate(tc: TrainConfig, step: int, planned_steps: int, plateau_reduct
     A linear warm-up to ``lr`` over ``lr_warmup_steps``, then ``lr_schedule``: constant; cosine to
     0 at ``lr_horizon_steps`` (default ``planned_steps``); ``lr_decay_factor`` applied every
     ``lr_decay_every`` steps after the warm-up; or, for ``plateau``, applied
-    ``plateau_reductions`` times (see :func:`plateau_update`).
+    ``plateau_reductions`` times (see :func:`plateau_update`); or, for ``multistep``, applied once
+    for each of ``lr_milestones`` at or before ``step``.
     """
     warmup = tc.lr_warmup_steps
     if step < warmup:
@@ -78,6 +95,8 @@ def learning_rate(tc: TrainConfig, step: int, planned_steps: int, plateau_reduct
         return tc.lr * tc.lr_decay_factor ** ((step - warmup) // tc.lr_decay_every)
     if tc.lr_schedule == "plateau":
         return tc.lr * tc.lr_decay_factor ** plateau_reductions
+    if tc.lr_schedule == "multistep":
+        return tc.lr * tc.lr_decay_factor ** bisect.bisect_right(tc.lr_milestones, step)
     return tc.lr
 
 

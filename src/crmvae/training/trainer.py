@@ -61,7 +61,7 @@ from .distributed import (
     wrap,
 )
 from .callbacks import Callback, Callbacks, GenerationGrids, MetricsFile, ProgressReport
-from .controls import OPTIMIZERS, beta_scale, learning_rate, plateau_update, schedule_depends_on_epochs, validation_split
+from .controls import beta_scale, build_optimizer, learning_rate, plateau_update, schedule_depends_on_epochs, validation_split
 from .loggers import LOGGERS
 from .metrics import LOSS, TermSums, stack_values
 from .progress import Progress, live
@@ -79,7 +79,8 @@ log = logging.getLogger(__name__)
 #: Settings that change the optimisation from the resumed step on; a resume that changes them says so.
 OPTIMISATION_KEYS = frozenset({
     "train.lr", "train.lr_schedule", "train.lr_warmup_steps", "train.lr_horizon_steps", "train.lr_decay_every",
-    "train.lr_decay_factor", "train.lr_plateau_patience", "train.lr_plateau_threshold", "train.grad_clip_norm",
+    "train.lr_decay_factor", "train.lr_plateau_patience", "train.lr_plateau_threshold", "train.lr_milestones",
+    "train.grad_clip_norm",
 })
 #: Settings that do not change a run's results: display, experiment loggers, data loading.
 NON_RESULT_KEYS = frozenset({"train.progress", "train.loggers", "train.save_every_epochs", "train.grids_every_epochs",
@@ -244,7 +245,7 @@ def train(
     _check_batch_size(config.train, ctx.world_size)
     for name in config.train.loggers:  # on every rank: rank 0 alone builds the loggers
         LOGGERS.lookup(name, "train.loggers")
-    OPTIMIZERS.lookup(config.train.optimizer, "train.optimizer")  # before any data is built
+    build_optimizer([torch.zeros(1, requires_grad=True)], config.train, torch.device("cpu"))  # before any data
     device = resolve_device(config.train.device)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
@@ -304,7 +305,7 @@ class Trainer:
         self.config, self.out, self.model, self.device, self.ctx = config, out, model, device, ctx
         self.train_set, self.val_set = validation_split(train_set, tc.validation_size, tc.seed)
         self.test_set = test_set
-        self.optimizer = OPTIMIZERS.lookup(tc.optimizer, "train.optimizer")(model.parameters(), tc, device)
+        self.optimizer = build_optimizer(model.parameters(), tc, device)
         self.state = _State()
         self.names: list[str] = []
         self.sums, self.mark = TermSums(), TermSums()  # epoch sums; their copy at the last log
