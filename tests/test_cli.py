@@ -148,7 +148,12 @@ def test_generate_from_a_mixture_fitted_to_the_aggregate_posterior(trained: Path
     assert main([*args, "--sampler-set", "n_components=0"]) == 2
     assert "sampler.n_components must be >= 1" in capsys.readouterr().err
     assert main(["generate", str(trained), "--sampler", "flow"]) == 2
-    assert "unknown sampler 'flow'" in capsys.readouterr().err
+    assert "unknown sampler 'flow'; available: ['gmm', 'maf', 'prior']" in capsys.readouterr().err
+    flow = ["generate", str(trained), "--n", "3", "--out", str(tmp_path), "--sampler", "maf",
+            "--sampler-set", "flow_epochs=2", "--sampler-set", "flow_hidden=16"]
+    assert main(flow) == 0 and Path(capsys.readouterr().out.split()[-1]).name == "maf_samples.png"
+    first = (tmp_path / "maf_samples.png").read_bytes()
+    assert main(flow) == 0 and (tmp_path / "maf_samples.png").read_bytes() == first  # reloaded, same draws
 
 
 def test_models_and_data_list(capsys: pytest.CaptureFixture[str]) -> None:

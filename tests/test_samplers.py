@@ -95,7 +95,7 @@ def test_em_fit_recovers_known_clusters_and_agrees_with_scikit_learn(covariance:
 
 
 @pytest.mark.parametrize("values, message", [
-    ({"name": "flow"}, "unknown sampler 'flow'; available: ['gmm', 'prior']"),
+    ({"name": "flow"}, "unknown sampler 'flow'; available: ['gmm', 'maf', 'prior']"),
     ({"covariance": "tied"}, "sampler.covariance: 'tied' is not one of ['full', 'diag']"),
     ({"n_components": 0}, "sampler.n_components must be >= 1"),
     ({"fit_size": 0}, "sampler.fit_size must be >= 1 or null"),
@@ -110,7 +110,7 @@ def test_more_components_than_latents_and_a_missing_training_split_are_refused()
         GaussianMixtureSampler.fit(torch.randn(4, 2), SamplerConfig(name="gmm", n_components=5))
     with pytest.raises(ConfigError, match="fitted on the training split"):
         fit_sampler(tiny_model(), None, SamplerConfig(name="gmm"))
-    assert set(SAMPLERS) == {"prior", "gmm"}
+    assert set(SAMPLERS) == {"prior", "gmm", "maf"}
 
 
 

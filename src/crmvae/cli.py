@@ -441,10 +441,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--dataset", help="dataset name (default: the run's config.yaml)")
     gen.add_argument("--set", action="append", default=[], metavar="data.KEY=VALUE", help="a data override")
     gen.add_argument("--sampler", default="prior", metavar="NAME",
-                     help="latents of the unconditional grid: prior (default) or gmm, a Gaussian mixture fitted "
-                          "to the aggregate posterior on the training split")
+                     help="latents of the unconditional grid: prior (default); gmm, a Gaussian mixture, or maf, a "
+                          "masked autoregressive flow, fitted to the aggregate posterior on the training split")
     gen.add_argument("--sampler-set", action="append", default=[], metavar="KEY=VALUE",
-                     help="a sampler setting, e.g. n_components=20, covariance=diag, fit_size=null")
+                     help="a sampler setting, e.g. n_components=20, covariance=diag, fit_size=null, flow_epochs=100")
     gen.set_defaults(func=cmd_generate)
 
     enc = commands.add_parser("encode", help="write the posterior means of q(z | subset) for a split (.npz)")
@@ -484,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", help="e.g. cpu or cuda")
     ev.add_argument("--data-dir", help="data.data_dir of the run's dataset")
     ev.add_argument("--sampler", metavar="NAME",
-                    help="latents of joint coherence and unconditional FID: prior (default) or gmm, fitted to the "
+                    help="latents of joint coherence and unconditional FID: prior (default), gmm or maf, fitted to the "
                          "aggregate posterior on the training split (settings: --set sampler.n_components=20)")
     ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="an evaluation setting, e.g. fid_modalities=[m0,m1] or classifier.epochs=5")

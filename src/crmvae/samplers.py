@@ -20,6 +20,7 @@ built by :func:`fit_sampler` from a :class:`SamplerConfig`:
 
 from __future__ import annotations
 
+import math
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from .config import check_choice, check_minimums
 from .data.base import BatchSource
 from .distributions import LOG_2PI
 from .errors import ConfigError
+from .flows import MAF, fit_maf
 from .model import MultimodalVAE
 from .registry import Registry
 from .seeding import private_rng
@@ -42,10 +44,13 @@ from .seeding import private_rng
 class SamplerConfig:
     """How unconditional latents are drawn (see the module docstring).
 
-    ``name``: a sampler of :data:`SAMPLERS` (``prior``, ``gmm``). For ``gmm``: ``n_components``
-    Gaussians with ``covariance`` ``full`` or ``diag``, fitted to ``fit_size`` training examples
-    drawn without replacement with ``seed`` (None: all of them), for at most ``max_iter`` EM
-    iterations or until the mean log-likelihood gains less than ``tol``.
+    ``name``: a sampler of :data:`SAMPLERS` (``prior``, ``gmm``, ``maf``). A fitted sampler uses
+    ``fit_size`` training examples drawn without replacement with ``seed`` (None: all of them).
+    For ``gmm``: ``n_components`` Gaussians with ``covariance`` ``full`` or ``diag``, for at most
+    ``max_iter`` EM iterations or until the mean log-likelihood gains less than ``tol``. For
+    ``maf``: ``flow_blocks`` MADE blocks of ``flow_layers`` hidden layers of ``flow_hidden`` units
+    (pythae's ``MAFSampler`` defaults), trained by Adam with ``flow_lr`` for ``flow_epochs``
+    passes in batches of ``flow_batch_size``.
     """
 
     name: str = "prior"
@@ -55,9 +60,19 @@ class SamplerConfig:
     max_iter: int = 200
     tol: float = 1e-3
     seed: int = 0
+    flow_blocks: int = 2
+    flow_hidden: int = 128
+    flow_layers: int = 3
+    flow_epochs: int = 50
+    flow_lr: float = 1e-3
+    flow_batch_size: int = 256
 
     def __post_init__(self) -> None:
-        check_minimums("sampler.", self, {"n_components": 1, "fit_size": 1, "max_iter": 1, "tol": 0.0})
+        check_minimums("sampler.", self, {"n_components": 1, "fit_size": 1, "max_iter": 1, "tol": 0.0,
+                                          "flow_blocks": 1, "flow_hidden": 1, "flow_layers": 1, "flow_epochs": 1,
+                                          "flow_batch_size": 1})
+        if not 0 < self.flow_lr < math.inf:
+            raise ConfigError(f"sampler.flow_lr must be a positive number, got {self.flow_lr}")
         check_choice("sampler.", self, "covariance")
         SAMPLERS.lookup(self.name, "sampler.name")
 
@@ -234,6 +249,67 @@ class GaussianMixtureSampler(LatentSampler):
             raise ConfigError(f"gmm sampler facts must be a mapping, got {type(facts).__name__}")
         return cls(state["weights"], state["means"], state["scale_tril"],
                    {k: v for k, v in (facts or {}).items() if k != "name"})
+
+
+@SAMPLERS.register("maf")
+class FlowSampler(LatentSampler):
+    """A masked autoregressive flow over the latent space (:class:`crmvae.flows.MAF`): latents
+    are ``flow^-1(u)`` for ``u ~ N(0, I)``."""
+
+    name = "maf"
+    fitted = True
+
+    def __init__(self, flow: MAF, facts: dict[str, Any] | None = None) -> None:
+        self.flow = flow.eval()
+        self.facts = dict(facts or {})
+
+    @classmethod
+    def build(cls, model: MultimodalVAE, dataset: BatchSource | None, config: SamplerConfig) -> FlowSampler:
+        """A flow fitted by maximum likelihood to ``config.fit_size`` posterior draws on ``dataset``."""
+        if dataset is None:
+            raise ConfigError("the maf sampler is fitted on the training split, and none was given")
+        start = time.perf_counter()
+        latents = aggregate_posterior_draws(model, dataset, config.fit_size, config.seed)
+        try:
+            flow, history = fit_maf(latents, config.flow_blocks, config.flow_hidden, config.flow_layers,
+                                    config.flow_epochs, config.flow_lr, config.flow_batch_size,
+                                    torch.Generator().manual_seed(config.seed))
+        except FloatingPointError as exc:
+            raise ConfigError(f"maf sampler: {exc}; try a lower sampler.flow_lr") from None
+        facts = {"flow_blocks": config.flow_blocks, "flow_hidden": config.flow_hidden, "flow_layers": config.flow_layers,
+                 "flow_epochs": config.flow_epochs, "fit_examples": len(latents),
+                 "mean_log_likelihood": -history[-1], "fit_seconds": round(time.perf_counter() - start, 3)}
+        return cls(flow, facts)
+
+    def sample(self, n: int, generator: torch.Generator | None = None, device: torch.device | None = None) -> Tensor:
+        device = torch.device(device or "cpu")
+        u = torch.randn(n, self.flow.dim, generator=generator, device=device)
+        return self.flow.to(device).from_base(u)
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        """The flow's log-density at ``z`` ``[n, D]``."""
+        with torch.no_grad():
+            return self.flow.to(z.device).log_prob(z.float())
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, **self.facts}
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {k: v.detach().cpu() for k, v in self.flow.state_dict().items()}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Tensor], facts: dict[str, Any] | None = None) -> FlowSampler:
+        if not isinstance(state, dict) or not isinstance(facts, dict) or not all(
+                isinstance(facts.get(k), int) for k in ("flow_blocks", "flow_hidden", "flow_layers")):
+            raise ConfigError("maf sampler: a state mapping, and facts giving flow_blocks, flow_hidden and flow_layers, are needed")
+        if not isinstance(state.get("loc"), Tensor) or state["loc"].ndim != 1:
+            raise ConfigError("maf sampler state lacks its loc vector")
+        flow = MAF(state["loc"].numel(), facts["flow_blocks"], facts["flow_hidden"], facts["flow_layers"])
+        try:
+            flow.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ConfigError(f"maf sampler state does not fit its flow: {str(exc).splitlines()[0]}") from None
+        return cls(flow, {k: v for k, v in facts.items() if k != "name"})
 
 
 # ------------------------------------------------------------------------------------ fitting
