@@ -1,8 +1,8 @@
 """Fitted latent samplers, saved once per (model weights, sampler settings, dataset) and reused.
 
-A sampler fitted to the aggregate posterior (``gmm``) costs a pass of the encoders over
-``fit_size`` training examples and an EM fit. :func:`load_or_fit_sampler` saves it beside the
-dataset cache as ``sampler-<dataset>-<key>.pt``, where ``key`` hashes the model's weights
+A sampler fitted to the aggregate posterior (``gmm``, ``maf``) costs a pass of the encoders over
+``fit_size`` training examples and a fit (EM, or gradient steps). :func:`load_or_fit_sampler`
+saves it beside the dataset cache as ``sampler-<dataset>-<key>.pt``, where ``key`` hashes the model's weights
 (:func:`model_digest`), the :class:`SamplerConfig`, the device type and the autocast precision
 (the posterior draws depend on both) and the dataset's identity; a later ``evaluate`` or
 ``generate`` of the same model loads it. A damaged file is logged and fitted again.
