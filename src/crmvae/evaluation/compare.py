@@ -417,6 +417,13 @@ def _record_state(
     return record
 
 
+def _checked(config: CompareConfig) -> tuple[CompareConfig, dict[tuple[str, int], RunConfig], list[int]]:
+    """``config`` with its model names canonical, the run configuration of each ``(model, seed)``
+    (:func:`validate`) and the snapshot epochs."""
+    config = replace(config, models=[canonical_model(m) for m in config.models])
+    return config, validate(config), snapshot_epochs(config)
+
+
 def run_comparison(
     config: CompareConfig,
     evaluate: EvaluateFn = default_evaluate,
@@ -435,9 +442,7 @@ def run_comparison(
     {mean, std, n, values}}}, "curves": {model: {epochs: aggregate}}, "examples"}``:
     ``runs`` and ``aggregate`` are at the last snapshot, ``curves`` at every snapshot recorded.
     """
-    config = replace(config, models=[canonical_model(m) for m in config.models])
-    configs = validate(config)
-    epochs = snapshot_epochs(config)
+    config, configs, epochs = _checked(config)
     final = epochs[-1]
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -483,9 +488,7 @@ class PlannedRun:
 def plan_comparison(config: CompareConfig) -> list[PlannedRun]:
     """What :func:`run_comparison` would do, with every check it makes first (names, settings,
     each record against the study's settings), training, evaluating and writing nothing."""
-    config = replace(config, models=[canonical_model(m) for m in config.models])
-    configs = validate(config)
-    epochs = snapshot_epochs(config)
+    config, configs, epochs = _checked(config)
     records = load_records(config, epochs[-1])
     plan = []
     for model, seed in configs:
