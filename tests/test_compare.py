@@ -16,7 +16,7 @@ from PIL import Image
 
 from crmvae.cli import format_plan, main
 from crmvae.config import load_config
-from crmvae.errors import ConfigError
+from crmvae.errors import CheckpointError, ConfigError
 from crmvae.evaluation.compare import (
     COMPARE_FILE,
     CompareConfig,
@@ -420,6 +420,21 @@ def test_plan_shows_an_unfinished_run(study, tmp_path: Path) -> None:
     train(replace(snapshot, train=replace(snapshot.train, max_steps=3)), run_dir(one, "mvae", 0))
     assert [(r.run_state, r.trained_epochs, r.target_epochs) for r in plan_comparison(one)] == [("unfinished", 1, 2)]
     assert "(run at epoch 1 of 2, resumes)" in format_plan(plan_comparison(one), one.out_dir)
+
+
+def test_plan_names_a_damaged_run(study, tmp_path: Path) -> None:
+    config, _, _ = study
+    one = CompareConfig(**{**vars(config), "out_dir": str(tmp_path / "report"), "runs_dir": str(tmp_path / "runs"),
+                           "models": ["mvae"], "seeds": [0]})
+    run = run_dir(one, "mvae", 0)
+    run.mkdir(parents=True)
+    (run / "checkpoint.pt").write_text("not a checkpoint")
+    (run / "config.yaml").write_text("train: [")
+    with pytest.raises(ConfigError, match=r"config\.yaml: not valid YAML"):
+        plan_comparison(one)
+    (run / "config.yaml").write_text("train: {epochs: 2}")
+    with pytest.raises(CheckpointError, match=r"checkpoint\.pt is not a PyTorch file"):
+        plan_comparison(one)
 
 
 @pytest.mark.parametrize(("change", "keys"), [
