@@ -539,6 +539,7 @@ METRICS_DAMAGE = {
     "an array": (b'[1, 2]\n{"global_step": 2}\n', "line 1: '[1, 2]' is not a JSON object"),
     "null": (b'null\n{"global_step": 2}\n', "line 1: 'null' is not a JSON object"),
     "a text step": (b'{"global_step": "3"}\n', "line 1: global_step '3' is not an integer"),
+    "a whole last line not JSON": (b'{"global_step": 1}\nhello\n', "line 2: not JSON ('hello')"),
 }
 
 

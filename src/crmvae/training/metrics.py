@@ -80,7 +80,8 @@ class MetricsLog:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl`` file, without a last line torn by a kill mid-write.
+    """The records of a ``metrics.jsonl`` file, without a last line torn by a kill mid-write (one
+    that does not end the file with a newline: every record is written as one line and its newline).
 
     Raises :class:`CheckpointError` naming the file and line of any other damage: bytes that are
     not UTF-8, a line that is not a JSON object, or a ``global_step`` that is not an integer.
@@ -88,7 +89,8 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     advice = "move it aside to go on without the run's earlier log"
     try:
-        lines = path.read_bytes().decode().splitlines()
+        text = path.read_bytes().decode()
+        lines = text.splitlines()
     except UnicodeDecodeError as exc:
         raise CheckpointError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); {advice}") from None
     records = []
@@ -98,7 +100,7 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
         try:
             record = json.loads(line)
         except ValueError:
-            if number == len(lines):  # torn by a kill mid-write
+            if number == len(lines) and not text.endswith("\n"):  # torn by a kill mid-write
                 break
             raise CheckpointError(f"{path} line {number}: not JSON ({line[:40]!r}); {advice}") from None
         if not isinstance(record, dict):
