@@ -7,7 +7,8 @@
 #   bash benchmarks/study.sh polymnist-short-long        # CRMVAE and MoPoE of polymnist-short continued to 30 passes
 #   bash benchmarks/study.sh mnist_svhn_text-short-long  # every run of mnist_svhn_text-short continued to 30 passes
 #   COMMIT=1 bash benchmarks/study.sh polymnist         # git-commit each record as it is written, the report
-#                                                       # folder after each model
+#                                                       # folder (and the summary tables of README.md and
+#                                                       # docs/results/index.md) after each model
 #   PLAN=1 bash benchmarks/study.sh polymnist           # per stage, what is recorded and what remains; runs nothing
 #
 # Every stage is a `crmvae compare` into the same report folder: records already there are reused
@@ -140,8 +141,10 @@ for i in "${!stages[@]}"; do
     for seed in ${seeds//,/ }; do start_from_earlier_study "$model" "$seed"; done
     crmvae compare "${study_args[@]}" --models "$model" --seeds "$seeds"
     report_all
+    crmvae summarize --update README.md --update docs/results/index.md  # their tables of every study's claims
     if [[ ${COMMIT:-0} == 1 ]]; then
-      git add "$out" && git commit -q -m "$out: $model seed $seeds recorded after ${snapshots//,/, } passes" -- "$out" \
+      git add "$out" README.md docs/results/index.md \
+        && git commit -q -m "$out: $model seed $seeds recorded after ${snapshots//,/, } passes" -- "$out" README.md docs/results/index.md \
         || echo "commit of $out failed; the next stage commits it" >&2
     fi
   done

@@ -81,3 +81,13 @@ def test_nothing_speaks_of_how_the_project_is_developed(path: Path) -> None:
     hits = [m.group(0) for line in path.read_text(encoding="utf-8").splitlines()
             for m in DEVELOPMENT.finditer(line)]
     assert not hits, f"{path.relative_to(ROOT)}: {hits}"
+
+
+SUMMARIZED = [p for p in PAGES if re.search(r"^<!-- summarize \w+:", FENCE.sub("", p.read_text(encoding="utf-8")), re.M)]
+
+
+@pytest.mark.parametrize("page", SUMMARIZED, ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_summarized_tables_match_the_studies_records(page: Path) -> None:
+    from crmvae.evaluation.summary import update_blocks
+
+    assert update_blocks(page, check=True) == [], f"run: crmvae summarize --update {page.relative_to(ROOT)}"

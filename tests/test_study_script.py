@@ -20,7 +20,8 @@ done
 """
 
 
-def run_study(tmp_path: Path, *args: str, env_extra: dict[str, str] | None = None) -> list[list[str]]:
+def run_study(tmp_path: Path, *args: str, env_extra: dict[str, str] | None = None, command: str = "compare") -> list[list[str]]:
+    """The arguments of every ``crmvae COMMAND`` call the script makes."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     (bin_dir / "crmvae").write_text(FAKE)
@@ -32,7 +33,7 @@ def run_study(tmp_path: Path, *args: str, env_extra: dict[str, str] | None = Non
     (tmp_path / "benchmarks").mkdir(exist_ok=True)
     (tmp_path / "benchmarks" / "study.sh").write_text((ROOT / "benchmarks" / "study.sh").read_text())
     subprocess.run(["bash", str(tmp_path / "benchmarks" / "study.sh"), *args], env=env, check=True, capture_output=True)
-    return [line.split() for line in calls.read_text().splitlines()]
+    return [line.split()[1:] for line in calls.read_text().splitlines() if line.split()[0] == command]
 
 
 def value(call: list[str], flag: str) -> str:
@@ -58,6 +59,11 @@ def test_each_stage_trains_its_models_and_reports_every_record(
     reports = [c for c in calls if "--report-only" in c]
     assert len(reports) == len(trained)  # after each model, a report of every record so far
     assert value(reports[-1], "--models") == ",".join(m for m, _ in trained)
+
+
+def test_after_each_model_the_summary_tables_are_rewritten(tmp_path: Path) -> None:
+    calls = run_study(tmp_path, "polymnist", "3", command="summarize")
+    assert calls == [["--update", "README.md", "--update", "docs/results/index.md"]] * 3
 
 
 def test_the_long_mnist_svhn_text_study_continues_every_run_of_the_short_one(tmp_path: Path) -> None:

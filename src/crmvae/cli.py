@@ -390,6 +390,24 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_summarize(args: argparse.Namespace) -> int:
+    from .evaluation.summary import read_study, render_summary, update_blocks
+
+    if args.update and args.folders:
+        raise ConfigError("give report folders (printed side by side) or --update FILE (whose blocks name them), not both")
+    if not args.update:
+        if not args.folders:
+            raise ConfigError("give one or more compare report folders, or --update FILE")
+        print(render_summary([read_study(folder) for folder in args.folders], args.style), end="")
+        return 0
+    stale = False
+    for path in args.update:
+        for block in update_blocks(path, check=args.check):
+            stale = True
+            print(f"{path}: {'out of date' if args.check else 'rewrote'} '{block}'")
+    return 1 if stale and args.check else 0
+
+
 # --------------------------------------------------------------------------------------------
 # the parser
 
@@ -513,6 +531,16 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--snapshot-metrics", metavar="M1,M2,...",
                      help="metrics at every snapshot but the last (default: the same as the last), e.g. coherence,similarity")
     cmp.set_defaults(func=cmd_compare)
+
+    summ = commands.add_parser("summarize", help="several compare reports side by side: settings, claims, numbers")
+    summ.add_argument("folders", nargs="*", metavar="REPORT_DIR", help="compare report folders, printed as Markdown")
+    summ.add_argument("--style", default="full",
+                      help="full (verdicts with their weakest comparison, and every model's numbers; default) or claims")
+    summ.add_argument("--update", action="append", default=[], metavar="FILE",
+                      help="rewrite the '<!-- summarize STYLE: DIR ... -->' ... '<!-- end summarize -->' blocks of "
+                           "this Markdown file from the folders they name (repeatable)")
+    summ.add_argument("--check", action="store_true", help="with --update: write nothing; exit 1 if a block is out of date")
+    summ.set_defaults(func=cmd_summarize)
     return parser
 
 

@@ -139,22 +139,30 @@ class Claim:
     """A statement of the paper, checked by ``comparisons`` (all must hold); ``kind`` ``"close"``
     checks instead that each pair's means differ by at most :data:`CLOSE` of the second model's
     mean (:func:`equivalence`), and
-    ``"measured"`` only reports ``scores`` per model."""
+    ``"measured"`` only reports ``scores`` per model. ``short`` words the statement for a table of
+    several studies (default: ``statement``)."""
 
     label: str
     statement: str
     comparisons: tuple[Comparison, ...] = ()
     kind: str = "better"
     scores: tuple[tuple[str, Score], ...] = ()
+    short: str = ""
+
+    @property
+    def brief(self) -> str:
+        return self.short or self.statement
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """A claim's verdict and the measured effect in words."""
+    """A claim's verdict, the measured effect in words, and its ``headline``: the part of the
+    effect that decides the verdict (the weakest comparison), for a table of several studies."""
 
     claim: Claim
     verdict: str
     effect: str
+    headline: str = ""
 
 
 def _values(runs: Sequence[Mapping[str, Any]], score: Score) -> dict[str, list[float]]:
@@ -175,7 +183,8 @@ def _better_verdict(claim: Claim, runs: Sequence[Mapping[str, Any]]) -> Verdict:
     if any(o is None for o in outcomes):
         lacking = sorted({m for c, o in zip(claim.comparisons, outcomes) if o is None for m in (c.better, c.worse)
                           if not _values(runs, c.score).get(m)})
-        return Verdict(claim, NOT_MEASURED, f"no results for {', '.join(lacking)}")
+        effect = f"no results for {', '.join(lacking)}"
+        return Verdict(claim, NOT_MEASURED, effect, effect)
     decided = [o for o in outcomes if o is not None]
     verdict = FAILS if any(o.verdict == FAILS for o in decided) else HOLDS if all(o.verdict == HOLDS for o in decided) \
         else UNDECIDED
@@ -183,11 +192,12 @@ def _better_verdict(claim: Claim, runs: Sequence[Mapping[str, Any]]) -> Verdict:
     weakest = max(tested, key=lambda o: o.p) if tested else min(decided, key=lambda o: o.diff * (1 if o.comparison.higher else -1))
     right_way = sum((o.diff > 0) == o.comparison.higher and o.diff != 0 for o in decided)
     c = weakest.comparison
+    headline = (f"{c.better} - {c.worse} {c.label} = {weakest.diff:+.4g} "
+                f"(p = {_p(weakest.p)}, seeds {weakest.n[0]}/{weakest.n[1]})")
     effect = (f"{right_way}/{len(decided)} differences in the claimed direction, "
               f"{sum(o.verdict == HOLDS for o in decided)} significant, {sum(o.verdict == FAILS for o in decided)} "
-              f"significantly against; weakest: {c.better} - {c.worse} {c.label} = {weakest.diff:+.4g} "
-              f"(p = {_p(weakest.p)}, seeds {weakest.n[0]}/{weakest.n[1]})")
-    return Verdict(claim, verdict, effect)
+              f"significantly against; weakest: {headline}")
+    return Verdict(claim, verdict, effect, f"{right_way}/{len(decided)} in its direction; weakest: {headline}")
 
 
 def _close_verdict(claim: Claim, runs: Sequence[Mapping[str, Any]]) -> Verdict:
@@ -196,14 +206,15 @@ def _close_verdict(claim: Claim, runs: Sequence[Mapping[str, Any]]) -> Verdict:
         values = _values(runs, c.score)
         a, b = values.get(c.better, []), values.get(c.worse, [])
         if not a or not b:
-            return Verdict(claim, NOT_MEASURED, f"no results for {c.better if not a else c.worse}")
+            effect = f"no results for {c.better if not a else c.worse}"
+            return Verdict(claim, NOT_MEASURED, effect, effect)
         relative = (np.mean(a) - np.mean(b)) / abs(np.mean(b))
         outcome = equivalence(a, b, CLOSE * abs(np.mean(b)))
         verdicts.append(outcome)
         parts.append(f"{c.better} {np.mean(a):.4g} vs {c.worse} {np.mean(b):.4g} {c.label}: {relative:+.1%} "
                      f"(close: within {CLOSE:.0%}; seeds {len(a)}/{len(b)})")
     verdict = FAILS if FAILS in verdicts else HOLDS if all(v == HOLDS for v in verdicts) else UNDECIDED
-    return Verdict(claim, verdict, "; ".join(parts))
+    return Verdict(claim, verdict, "; ".join(parts), "; ".join(parts))
 
 
 def _measured(claim: Claim, runs: Sequence[Mapping[str, Any]], models: Sequence[str]) -> Verdict:
@@ -213,7 +224,7 @@ def _measured(claim: Claim, runs: Sequence[Mapping[str, Any]], models: Sequence[
         cells = [f"{m} {np.mean(values[m]):.3f}" + (f" ± {np.std(values[m], ddof=1):.3f}" if len(values[m]) > 1 else "")
                  for m in models if m in values]
         parts.append(f"{name}: " + ", ".join(cells) if cells else f"{name}: no results")
-    return Verdict(claim, MEASURED, "; ".join(parts))
+    return Verdict(claim, MEASURED, "; ".join(parts), "; ".join(parts))
 
 
 def check_claims(claims: Sequence[Claim], runs: Sequence[Mapping[str, Any]], models: Sequence[str]) -> list[Verdict]:
@@ -234,13 +245,15 @@ def _all_sizes(better: str, worse: Sequence[str], sizes: Sequence[int]) -> tuple
 def ablation_claim(sizes: Sequence[int]) -> Claim:
     """(a): CRMVAE above MVTCAE in cross-coherence at every subset size in ``sizes``."""
     return Claim("(a)", "CRMVAE's cross-coherence is above MVTCAE's at every subset size (the ablation: the "
-                        "unimodal reconstruction is the only difference)", _all_sizes("crmvae", ["mvtcae"], sizes))
+                        "unimodal reconstruction is the only difference)", _all_sizes("crmvae", ["mvtcae"], sizes),
+                 short="CRMVAE above MVTCAE in cross-coherence at every subset size (the ablation)")
 
 
 def alignment_claim() -> Claim:
     """(e): CRMVAE's unimodal posteriors more aligned than MVTCAE's (latent cosine-similarity gap)."""
     return Claim("(e)", "CRMVAE's unimodal posteriors are more aligned (latent cosine-similarity gap) than MVTCAE's",
-                 (Comparison("cosine gap", leaf("cosine_similarity_gap.mean"), "crmvae", "mvtcae"),))
+                 (Comparison("cosine gap", leaf("cosine_similarity_gap.mean"), "crmvae", "mvtcae"),),
+                 short="CRMVAE's unimodal posteriors more aligned than MVTCAE's")
 
 
 def polymnist_claims(modalities: int = 5) -> list[Claim]:
@@ -252,13 +265,16 @@ def polymnist_claims(modalities: int = 5) -> list[Claim]:
     return [
         ablation_claim(sizes),
         Claim("(b)", "CRMVAE's cross-coherence is above MoPoE's, MMJSD-PoE's and MVAE's at every subset size",
-              _all_sizes("crmvae", ["mopoe", "mmjsd_poe", "mvae"], sizes)),
+              _all_sizes("crmvae", ["mopoe", "mmjsd_poe", "mvae"], sizes),
+              short="CRMVAE above MoPoE, MMJSD-PoE and MVAE in cross-coherence"),
         Claim("(c)", "MVAE has the lowest cross-coherence",
-              tuple(c for o in others for c in _all_sizes(o, ["mvae"], sizes))),
+              tuple(c for o in others for c in _all_sizes(o, ["mvae"], sizes)), short="MVAE lowest in cross-coherence"),
         Claim("(d)", "the coordination-based models (CRMVAE, MVTCAE) have lower FID than the mixture-based ones "
-                     "(MoPoE, MMVAE, MMJSD)", tuple(fid)),
+                     "(MoPoE, MMVAE, MMJSD)", tuple(fid),
+              short="CRMVAE and MVTCAE below MoPoE, MMVAE and MMJSD in FID"),
         Claim("(d')", "CRMVAE's FID is close to MVAE's",
-              (Comparison("FID", conditional_fid, "crmvae", "mvae", higher=False),), kind="close"),
+              (Comparison("FID", conditional_fid, "crmvae", "mvae", higher=False),), kind="close",
+              short="CRMVAE's FID close to MVAE's"),
         alignment_claim(),
         Claim("(f)", "joint coherence, as measured", kind="measured",
               scores=(("joint coherence", leaf("joint_coherence")),)),
@@ -271,7 +287,8 @@ def mnist_svhn_text_claims() -> list[Claim]:
     return [
         Claim("(g)", "CRMVAE's coherence given SVHN and given text is above MVTCAE's and MoPoE's",
               tuple(Comparison(f"given {m}", coherence_given(m), "crmvae", other)
-                    for m in ("svhn", "text") for other in ("mvtcae", "mopoe"))),
+                    for m in ("svhn", "text") for other in ("mvtcae", "mopoe")),
+              short="CRMVAE above MVTCAE and MoPoE given SVHN and given text"),
         ablation_claim(range(1, 3)),
         alignment_claim(),
     ]
