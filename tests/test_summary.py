@@ -149,3 +149,13 @@ def test_the_command_prints_updates_and_checks(tmp_path: Path, capsys: pytest.Ca
     assert main(["summarize", "--update", str(path), str(tmp_path)]) == 2
     assert "not both" in capsys.readouterr().err
     assert main(["summarize"]) == 2
+
+
+def test_settings_a_run_lacks_are_left_out(tmp_path: Path) -> None:
+    folder = write_study(tmp_path / "study")
+    comparison = json.loads((folder / "results.json").read_text())
+    comparison["runs"][0]["run_config"] = {"train": {"lr": "fast"}}
+    comparison["runs"][0]["summary"] = {}
+    (folder / "results.json").write_text(json.dumps(comparison))
+    row = render_summary([read_study(folder)], "claims", tmp_path).splitlines()[2]
+    assert row.startswith("| [`study`](study/report.md) | `polymnist`, `paper` |  | crmvae, mvtcae x 3")

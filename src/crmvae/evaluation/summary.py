@@ -114,15 +114,18 @@ def _title(study: Study) -> str:
 
 
 def _settings(study: Study) -> str:
-    """beta, learning rate, batch and tuples per pass, from the first run's configuration."""
+    """beta, learning rate, batch, latent size and tuples per pass, from the first run's
+    configuration and summary (a value they lack is left out)."""
     run = study.comparison["runs"][0]
-    config, summary = run["run_config"], run["summary"]
-    beta = config["model"].get("objective_params", {}).get("beta")
-    per_pass = int(summary["examples_seen"]) // max(int(run["epochs"]), 1)
-    parts = [f"beta {beta:g}" if isinstance(beta, (int, float)) else "",
-             f"lr {config['train']['lr']:g}", f"batch {config['train']['batch_size']}",
-             f"latent {config['model']['latent_dim']}", f"{per_pass:,} tuples a pass"]
-    return ", ".join(p for p in parts if p)
+    model, train = run["run_config"].get("model") or {}, run["run_config"].get("train") or {}
+    values = [("beta", (model.get("objective_params") or {}).get("beta"), "g"), ("lr", train.get("lr"), "g"),
+              ("batch", train.get("batch_size"), "d"), ("latent", model.get("latent_dim"), "d")]
+    parts = [f"{name} {value:{spec}}" for name, value, spec in values
+             if isinstance(value, (int, float)) and not isinstance(value, bool) and (spec == "g" or isinstance(value, int))]
+    seen = run["summary"].get("examples_seen")
+    if isinstance(seen, int) and run["epochs"] > 0:
+        parts.append(f"{seen // run['epochs']:,} tuples a pass")
+    return ", ".join(parts)
 
 
 def _models_and_seeds(study: Study) -> str:
