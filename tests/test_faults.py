@@ -469,6 +469,30 @@ def test_absurd_vector_values_are_refused_on_load(tmp_path: Path, capsys: Capsys
     assert not any((tmp_path / "out").iterdir())
 
 
+def test_a_modality_missing_in_every_training_example_is_refused(tmp_path: Path, capsys: Capsys) -> None:
+    root = user_data(tmp_path / "data", np.full((24, 3), np.nan, dtype=np.float32))  # NaN rows: missing entries
+    args = ["train", "--data", str(root), "--out", str(tmp_path / "out"), *FAST]
+    fails(capsys, args, "modality 'vec' is missing in all 19 training examples", "give it data or remove it")
+    assert not (tmp_path / "out" / "checkpoint.pt").exists()
+
+
+def test_a_test_split_may_lack_a_modality(tmp_path: Path) -> None:
+    """Inference from the modalities present: a test folder without one of them trains and evaluates."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "data"
+    for split, n in (("train", 20), ("test", 8)):
+        user_data(root / split)
+        vec = rng.normal(size=(n, 3)).astype(np.float32)
+        if split == "test":
+            vec[:] = np.nan
+        np.save(root / split / "img.npy", rng.integers(0, 256, (n, 1, 4, 4), dtype=np.uint8))
+        np.save(root / split / "vec.npy", vec)
+    (root / "modalities.yaml").write_text((root / "train" / "modalities.yaml").read_text())
+    for split in ("train", "test"):
+        (root / split / "modalities.yaml").unlink()
+    assert main(["train", "--data", str(root), "--out", str(tmp_path / "out"), "--epochs", "1", *FAST]) == 0
+
+
 def test_bernoulli_vectors_must_lie_in_the_unit_interval(tmp_path: Path, capsys: Capsys) -> None:
     root = user_data(tmp_path / "data", np.random.default_rng(1).random((24, 3)) * 1.5)
     specs = [SPECS[0], SPECS[1] | {"likelihood": "bernoulli"}]

@@ -45,7 +45,7 @@ from ..config import (
     save_config,
     to_dict,
 )
-from ..data import Batch, BatchSource, dataset_info, load_source
+from ..data import Batch, BatchSource, MultimodalDataset, dataset_info, load_source
 from ..data.streamed import with_loading
 from ..errors import CheckpointError, ConfigError, NonFiniteLossError
 from ..fileio import atomic_write, make_dir, remove_stale_temporaries
@@ -179,6 +179,21 @@ def check_dataset(model: ModelConfig, dataset: BatchSource) -> None:
             )
 
 
+def check_observed(dataset: BatchSource) -> None:
+    """Raise :class:`ConfigError` naming the modalities that no example of an in-memory training
+    set holds (their networks would never see data). A streamed set is read on access and not
+    checked here."""
+    if not isinstance(dataset, MultimodalDataset) or len(dataset) == 0:
+        return
+    never = [name for name, seen in zip(dataset.modality_names, dataset.mask.any(0).tolist()) if not seen]
+    if never:
+        raise ConfigError(
+            f"{dataset.name}: modality {never[0]!r} is missing in all {len(dataset)} training examples"
+            f"{f' (so are {never[1:]})' if len(never) > 1 else ''}, so nothing would train its encoder and decoder; "
+            f"give it data or remove it from the modalities"
+        )
+
+
 @torch.no_grad()
 def evaluate(
     model: MultimodalVAE,
@@ -269,6 +284,7 @@ def train(
         train_set, test_set = (with_loading(dataset, config.data, device) for dataset in (train_set, test_set))
         for dataset in (train_set, test_set):
             check_dataset(config.model, dataset)
+        check_observed(train_set)
         if ctx.is_main:
             save_config(config, out / CONFIG_FILE)
             (out / SUMMARY_FILE).unlink(missing_ok=True)  # a resumed run is unfinished until it ends again
