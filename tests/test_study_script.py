@@ -43,6 +43,7 @@ def value(call: list[str], flag: str) -> str:
 @pytest.mark.parametrize(("study", "dataset", "preset", "out", "stage", "trained"), [
     ("polymnist-short", "polymnist", "cpu-short", "docs/results/polymnist-short-study", "6", [("mmvae", "0"), ("mmjsd", "0")]),
     ("polymnist", "polymnist", "paper", "docs/results/polymnist-study", "3", [("mopoe", "0"), ("mmjsd_poe", "0"), ("mvae", "0")]),
+    ("polymnist", "polymnist", "paper", "docs/results/polymnist-study", "7", [("crmvae@recon_coef=half", "0")]),
     ("mnist_svhn_text-short", "mnist_svhn_text", "cpu-short", "docs/results/mnist-svhn-text-short-study", "4",
      [("mopoe", "1"), ("mvae", "1")]),
 ])
