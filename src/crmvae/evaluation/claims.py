@@ -162,7 +162,7 @@ class Verdict:
     claim: Claim
     verdict: str
     effect: str
-    headline: str = ""
+    headline: str
 
 
 def _values(runs: Sequence[Mapping[str, Any]], score: Score) -> dict[str, list[float]]:
