@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from ..errors import ConfigError
 from ..fileio import atomic_write
-from .claims import CLAIMS, FAILS, HOLDS, MEASURED, UNDECIDED, Claim, Verdict, check_claims
+from .claims import CLAIMS, FAILS, HOLDS, UNDECIDED, Claim, Verdict, check_claims
 from .report import MARKDOWN_FILE, RESULTS_FILE, claims_by_budget
 
 Style = Literal["claims", "full"]
@@ -140,6 +140,7 @@ def _models_and_seeds(study: Study) -> str:
 
 
 def studies_table(studies: Sequence[Study], base: Path) -> str:
+    """One row per study: its report, data and preset, settings, models x seeds and snapshots."""
     rows = ["| study | data, preset | settings | models x seeds | snapshots (epochs) |", "|---|---|---|---|---|"]
     for study in studies:
         epochs = sorted({int(r["epochs"]) for r in study.comparison["records"]})
@@ -149,6 +150,7 @@ def studies_table(studies: Sequence[Study], base: Path) -> str:
 
 
 def _verdicts(study: Study) -> dict[str, Verdict]:
+    """The study's claims decided at its last snapshot, by label (none for a dataset without claims)."""
     make = CLAIMS.get(study.dataset)
     if make is None:
         return {}
@@ -168,6 +170,7 @@ def _since(study: Study) -> dict[str, int]:
 
 
 def _cell(verdict: Verdict | None, since: int | None, final: int, full: bool) -> str:
+    """A verdict for a claims table: the word, and (``full``) the snapshot it stands from and its headline."""
     if verdict is None:
         return ""
     word = "undecided" if verdict.verdict == UNDECIDED else verdict.verdict
@@ -184,7 +187,7 @@ def claims_table(studies: Sequence[Study], base: Path, full: bool) -> str:
     claims: dict[str, Claim] = {}
     for per_study in verdicts:
         for label, verdict in per_study.items():
-            if verdict.claim.kind != MEASURED and verdict.verdict != MEASURED:
+            if verdict.claim.kind != "measured":  # reported in the numbers, not decided
                 claims.setdefault(label, verdict.claim)
     header = "| claim | " + " | ".join(f"{_link(s, base, _title(s))}, {s.final} epochs" for s in studies) + " |"
     rows = [header, "|---" * (len(studies) + 1) + "|"]
