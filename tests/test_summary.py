@@ -30,7 +30,7 @@ def result(model: str, seed: int, epochs: int, usage: bool = True) -> dict[str, 
     return out
 
 
-def write_study(folder: Path, preset: str = "paper", seeds: int = 3) -> Path:
+def write_study(folder: Path, preset: str = "paper", seeds: int = 3, dataset: str = "polymnist") -> Path:
     """A report folder whose results.json holds crmvae and mvtcae x ``seeds`` at epochs 1, 2, 3
     (mvtcae seed 0 without latent usage)."""
     records = [
@@ -42,7 +42,7 @@ def write_study(folder: Path, preset: str = "paper", seeds: int = 3) -> Path:
     ]
     runs = [r for r in records if r["epochs"] == 3]
     comparison = {
-        "config": {"dataset": "polymnist", "preset": preset, "models": ["crmvae", "mvtcae"]},
+        "config": {"dataset": dataset, "preset": preset, "models": ["crmvae", "mvtcae"]},
         "records": records, "runs": runs,
         "aggregate": {m: aggregate([r["result"] for r in runs if r["model"] == m]) for m in ("crmvae", "mvtcae")},
     }
@@ -62,6 +62,11 @@ def test_the_claims_style_gives_each_study_its_verdicts(tmp_path: Path) -> None:
     assert "crmvae, mvtcae x 1 (seed 0)" in text
     assert "(f)" not in text  # measured, not decided
     assert "model | seeds" not in text  # the numbers are the full style's
+
+
+def test_a_study_of_data_without_claims_has_no_claims_table(tmp_path: Path) -> None:
+    text = render_summary([read_study(write_study(tmp_path / "study", dataset="user"))], "full", tmp_path)
+    assert "| claim |" not in text and "| study |" in text and "| crmvae | 3 |" in text
 
 
 def test_the_full_style_says_from_which_snapshot_a_verdict_stands(tmp_path: Path) -> None:

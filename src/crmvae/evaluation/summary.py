@@ -230,7 +230,9 @@ def render_summary(studies: Sequence[Study], style: Style = "full", base: str | 
         raise ConfigError(f"summary style {style!r} is not one of {list(STYLES)}")
     base = Path(base)
     full = style == "full"
-    parts = [studies_table(studies, base), claims_table(studies, base, full)]
+    parts = [studies_table(studies, base)]
+    if any(CLAIMS.get(s.dataset) for s in studies):  # user data has no claims of the paper
+        parts.append(claims_table(studies, base, full))
     if full:
         parts += [f"**{_title(s)}** ({_link(s, base)}), means over the seeds at epoch {s.final}:\n\n{numbers_table(s)}"
                   for s in studies]
