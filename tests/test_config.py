@@ -17,6 +17,7 @@ from crmvae.config import (
     apply_overrides,
     from_dict,
     load_config,
+    missing_keys,
     parse_yaml,
     save_config,
     to_dict,
@@ -73,6 +74,27 @@ def test_load_accepts_exponent_notation_written_by_hand(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text("train:\n  lr: 1e-3\n")
     assert load_config(RunConfig, path).train.lr == pytest.approx(1e-3)
+
+
+def test_missing_keys_names_every_default_taken_nested_and_in_lists():
+    full = to_dict(sample_run_config())
+    assert missing_keys(RunConfig, full) == []
+    del full["train"]["lr"], full["model"]["modalities"][1]["likelihood"], full["data"]
+    assert missing_keys(RunConfig, full) == ["data", "model.modalities[1].likelihood", "train.lr"]
+    assert missing_keys(DataConfig, {"dataset": "x"}, "data.")[:2] == ["data.root", "data.data_dir"]
+
+
+@pytest.mark.parametrize("written", [True, False])
+def test_only_files_crmvae_wrote_warn_of_missing_keys(tmp_path, caplog, written):
+    path = tmp_path / "config.yaml"
+    path.write_text("train:\n  lr: 0.001\n")
+    with caplog.at_level("WARNING"):
+        assert load_config(RunConfig, path, written=written).train.lr == pytest.approx(1e-3)
+    warned = [r.getMessage() for r in caplog.records]
+    if written:
+        assert len(warned) == 1 and str(path) in warned[0] and "data, model, train.epochs" in warned[0]
+    else:  # a hand-written configuration leaves out what it does not change
+        assert warned == []
 
 
 def test_load_missing_file_is_config_error(tmp_path):

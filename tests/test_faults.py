@@ -556,6 +556,26 @@ def test_an_empty_run_config_is_refused_not_read_as_defaults(
     fails(capsys, args, f"{out / 'config.yaml'} is empty")
 
 
+@pytest.mark.parametrize("command, section, rc", [("resume", "train", 2), ("evaluate", "data", 0)])
+def test_a_run_config_cut_at_a_line_end_names_the_keys_that_take_defaults(
+    run: Path, tmp_path: Path, capsys: Capsys, command: str, section: str, rc: int
+) -> None:
+    """Cut at a line end, config.yaml stays valid YAML: the keys it lost are named before they take
+    defaults (on resume, the checkpoint's own configuration then refuses the changed settings)."""
+    out = copy_run(run, tmp_path)
+    lines = (out / "config.yaml").read_text().splitlines(keepends=True)
+    start = lines.index(f"{section}:\n")
+    (out / "config.yaml").write_text("".join(lines[: start + 3]))
+    args = {"resume": ["train", "--out", str(out), "--resume", "--epochs", "2"],
+            "evaluate": ["evaluate", str(out / "model.pt"), "--metrics", "similarity", "--n-test", "8"]}[command]
+    assert main(args) == rc
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if line.startswith("crmvae: warning")]
+    assert len(warnings) == 1 and "Traceback" not in err, err
+    assert str(out / "config.yaml") in warnings[0] and "cut short" in warnings[0]
+    assert f"{section}.{lines[start + 3].split(':')[0].strip()}" in warnings[0]  # the first key cut off
+
+
 #: Damaged metrics.jsonl lines before the last: (the text, words of the message).
 METRICS_DAMAGE = {
     "not UTF-8": (b"\xff\xfe{}\n", "not UTF-8 text"),

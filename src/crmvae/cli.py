@@ -122,7 +122,7 @@ def _run_config(args: argparse.Namespace) -> tuple[RunConfig, str]:
     overrides = [*args.set, *(f"{key}={json.dumps(value)}" for key, value in flags if value is not None)]
     if args.config or (resumed is not None and resumed.is_file() and not named):
         path = Path(args.config) if args.config else resumed
-        values = apply_overrides(to_dict(load_config(RunConfig, path)), overrides)
+        values = apply_overrides(to_dict(load_config(RunConfig, path, written=path == resumed)), overrides)
         return from_dict(RunConfig, values, where="run config"), path.stem
     choice = DEFAULTS | named
     return build_run_config(choice["dataset"], choice["model"], choice["preset"], overrides), choice["preset"]

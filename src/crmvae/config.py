@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import re
 import types
@@ -27,6 +28,8 @@ from .errors import ConfigError
 from .fileio import atomic_write
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 #: Most CPU threads a run may ask for: more than any CPU has (torch crashes at 65,536).
 MAX_THREADS = 1024
@@ -302,6 +305,39 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     return _convert(cls, data, where or cls.__name__)
 
 
+def missing_keys(cls: type, data: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the fields of dataclass ``cls`` (nested dataclasses and lists of them
+    included) that the mapping ``data`` leaves out, so that they take their defaults."""
+    if not isinstance(data, Mapping):
+        return []
+    hints = typing.get_type_hints(cls)
+    missing = []
+    for f in dataclasses.fields(cls):
+        name = f"{prefix}{f.name}"
+        if f.name not in data:
+            missing.append(name)
+            continue
+        tp, value = hints[f.name], data[f.name]
+        if dataclasses.is_dataclass(tp):
+            missing += missing_keys(tp, value, f"{name}.")
+            continue
+        item_type = typing.get_args(tp)[0] if typing.get_origin(tp) is list else None
+        if dataclasses.is_dataclass(item_type) and isinstance(value, list):
+            for i, item in enumerate(value):
+                missing += missing_keys(item_type, item, f"{name}[{i}].")
+    return missing
+
+
+def warn_missing_keys(cls: type, data: Any, where: str, prefix: str = "") -> None:
+    """Log a warning naming the keys of ``data`` (read from ``where``, a file crmvae wrote whole)
+    that are missing and take their defaults: a sign of a file cut short or edited by hand."""
+    missing = missing_keys(cls, data, prefix)
+    if missing:
+        shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+        log.warning("%s lacks %s (crmvae writes every key: was it cut short or edited?); they take their defaults",
+                    where, shown)
+
+
 def _convert(tp: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
@@ -419,9 +455,13 @@ def load_mapping(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def load_config(cls: type[T], path: str | Path) -> T:
-    """Read a YAML or JSON file into dataclass ``cls``."""
-    return from_dict(cls, load_mapping(path), where=str(path))
+def load_config(cls: type[T], path: str | Path, written: bool = False) -> T:
+    """Read a YAML or JSON file into dataclass ``cls``. With ``written`` (a file crmvae wrote, such
+    as a run's ``config.yaml``), keys it lacks are named in a warning before they take defaults."""
+    data = load_mapping(path)
+    if written:
+        warn_missing_keys(cls, data, str(path))
+    return from_dict(cls, data, where=str(path))
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

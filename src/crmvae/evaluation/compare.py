@@ -188,7 +188,7 @@ def run_status(out: Path, config: RunConfig) -> str:
     if not (out / CHECKPOINT_FILE).is_file() and not (out / MODEL_FILE).is_file():
         return "new"
     done = all((out / name).is_file() for name in (SUMMARY_FILE, MODEL_FILE, CONFIG_FILE))
-    if done and _comparable(load_config(RunConfig, out / CONFIG_FILE)) == _comparable(resolved(config)):
+    if done and _comparable(load_config(RunConfig, out / CONFIG_FILE, written=True)) == _comparable(resolved(config)):
         return "finished"
     return "unfinished"
 
@@ -497,7 +497,7 @@ def plan_comparison(config: CompareConfig) -> list[PlannedRun]:
         missing = [e for e in epochs if e not in recorded]
         state, trained, target = "new", 0, 0
         if (out / CONFIG_FILE).is_file() and (out / CHECKPOINT_FILE).is_file():
-            target = load_config(RunConfig, out / CONFIG_FILE).train.epochs
+            target = load_config(RunConfig, out / CONFIG_FILE, written=True).train.epochs
             trained = int(read_checkpoint(out / CHECKPOINT_FILE)["epoch"])
             state = "finished" if (out / SUMMARY_FILE).is_file() and trained >= target else "unfinished"
         plan.append(PlannedRun(model, seed, recorded, missing, state, trained, target))

@@ -35,7 +35,7 @@ from typing import Any, Literal
 import torch
 
 from ..checkpoint import SAFETENSORS_FILE, load_model, read_checkpoint
-from ..config import DataConfig, RunConfig, check_minimums, from_dict, load_mapping
+from ..config import DataConfig, RunConfig, check_minimums, from_dict, load_mapping, warn_missing_keys
 from ..data import MultimodalDataset, load_dataset
 from ..data import text as text_data
 from ..errors import ConfigError, DataError
@@ -387,6 +387,7 @@ def run_data_config(checkpoint: Path) -> DataConfig:
         values = load_mapping(run_file)
         if "data" not in values:
             raise ConfigError(f"{run_file} has no data section (a model exported without its run); {_NAME_THE_DATA}")
+        warn_missing_keys(DataConfig, values["data"], str(run_file), prefix="data.")
         return from_dict(RunConfig, values, where=str(run_file)).data
     stored = read_checkpoint(checkpoint).get("run_config")
     if stored is None:
