@@ -25,6 +25,7 @@ from crmvae.evaluation.claims import (
     leaf,
     mnist_svhn_text_claims,
     polymnist_claims,
+    study_claims,
     welch_one_sided,
 )
 
@@ -99,6 +100,30 @@ def test_claims_on_constructed_seeds() -> None:
                                          for m in ("crmvae", "mvtcae") for k in range(1, 5)))
     assert check_claims([mvae_lowest], runs, ["crmvae"])[0].verdict == HOLDS
 
+
+
+def test_claims_about_crmvae_are_restated_for_each_of_its_variants() -> None:
+    """A study with crmvae@recon_coef=half decides (a), (b), (d') and (e) again with the variant in
+    CRMVAE's place; (c), (d) and (f), which are not about CRMVAE alone, are not restated."""
+    half = "crmvae@recon_coef=half"
+    models = ["crmvae", half, "mvtcae", "mvae@beta=2"]
+    claims = study_claims("polymnist", models)
+    labels = [c.label for c in claims]
+    assert labels == [c.label for c in polymnist_claims(5)] + [
+        "(a)@recon_coef=half", "(b)@recon_coef=half", "(d')@recon_coef=half", "(e)@recon_coef=half"]
+    restated = {c.label: c for c in claims}["(a)@recon_coef=half"]
+    assert {(x.better, x.worse) for x in restated.comparisons} == {(half, "mvtcae")}
+    assert restated.short == f"(a) with {half} as CRMVAE"
+    runs = []
+    for s in range(3):
+        jitter = 0.002 * s
+        runs += [run("crmvae", [0.2 + jitter] * 4, gap=0.1 + jitter), run(half, [0.6 + jitter] * 4, gap=0.3 + jitter),
+                 run("mvtcae", [0.4 + jitter] * 4, gap=0.2 + jitter)]
+    verdicts = {v.claim.label: v.verdict for v in check_claims(claims, runs, models)}
+    assert verdicts["(a)"] == FAILS and verdicts["(a)@recon_coef=half"] == HOLDS
+    assert verdicts["(e)"] == FAILS and verdicts["(e)@recon_coef=half"] == HOLDS
+    assert study_claims("user", models) == []
+    assert [c.label for c in study_claims("polymnist", ["crmvae", "mvtcae"])] == labels[:7]
 
 
 def test_mnist_svhn_text_claims_on_constructed_seeds() -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -302,6 +302,33 @@ CLAIMS: dict[str, Callable[[], list[Claim]]] = {
 }
 
 
+def variant_claims(claims: Sequence[Claim], models: Sequence[str], base: str = "crmvae") -> list[Claim]:
+    """The claims about ``base`` alone (every comparison has it on one side) restated for each
+    variant of it among ``models`` (``crmvae@recon_coef=half``): labelled ``(a)@recon_coef=half``."""
+    from .compare import VARIANT_SEPARATOR
+
+    variants = [m for m in models if m.split(VARIANT_SEPARATOR)[0] == base and VARIANT_SEPARATOR in m]
+    about_base = [c for c in claims if c.comparisons and all(base in (x.better, x.worse) for x in c.comparisons)]
+    restated = []
+    for variant in variants:
+        suffix = variant.split(VARIANT_SEPARATOR, 1)[1]
+        for claim in about_base:
+            comparisons = tuple(replace(x, better=variant if x.better == base else x.better,
+                                        worse=variant if x.worse == base else x.worse) for x in claim.comparisons)
+            restated.append(replace(claim, label=f"{claim.label}{VARIANT_SEPARATOR}{suffix}",
+                                    statement=f"{claim.label} with {variant} as CRMVAE: {claim.statement}",
+                                    short=f"{claim.label} with {variant} as CRMVAE", comparisons=comparisons))
+    return restated
+
+
+def study_claims(dataset: str, models: Sequence[str]) -> list[Claim]:
+    """The claims a study of ``models`` on ``dataset`` decides: the dataset's own (:data:`CLAIMS`;
+    none for a dataset without claims), then those about CRMVAE again for each of its variants."""
+    make = CLAIMS.get(dataset)
+    claims = make() if make is not None else []
+    return claims + variant_claims(claims, models)
+
+
 __all__ = [
     "ALPHA",
     "CLAIMS",
@@ -316,5 +343,7 @@ __all__ = [
     "decide",
     "equivalence",
     "leaf",
+    "study_claims",
+    "variant_claims",
     "welch_one_sided",
 ]

@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from ..fileio import atomic_write, make_dir
-from .claims import ALPHA, CLAIMS, CLOSE, check_claims
+from .claims import ALPHA, CLOSE, check_claims, study_claims
 from .compare import mean_std
 
 RESULTS_FILE = "results.json"
@@ -350,10 +350,8 @@ def plot_learning_curves(comparison: Mapping[str, Any], path: Path) -> Path | No
 def claim_rows(comparison: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
     """``(label, statement, measured effect, verdict)`` per claim of the study's dataset, on
     the runs of the last snapshot."""
-    make = CLAIMS.get(comparison["config"]["dataset"])
-    if make is None:
-        return []
-    verdicts = check_claims(make(), comparison["runs"], comparison["config"]["models"])
+    claims = study_claims(comparison["config"]["dataset"], comparison["config"]["models"])
+    verdicts = check_claims(claims, comparison["runs"], comparison["config"]["models"])
     return [(v.claim.label, v.claim.statement, v.effect, v.verdict) for v in verdicts]
 
 
@@ -368,13 +366,13 @@ class ClaimsByBudget:
 def claims_by_budget(comparison: Mapping[str, Any]) -> ClaimsByBudget:
     """The claims decided on the records of each snapshot alone, to show the budget a claim needs
     (a metric left out at a snapshot, as FID by ``--snapshot-metrics``, is *not measured* there)."""
-    make = CLAIMS.get(comparison["config"]["dataset"])
-    epochs = sorted({r["epochs"] for r in comparison["records"]})
-    if make is None or not epochs:
-        return ClaimsByBudget([], [])
     models = comparison["config"]["models"]
-    verdicts = [check_claims(make(), [r for r in comparison["records"] if r["epochs"] == e], models) for e in epochs]
-    return ClaimsByBudget(epochs, [(claim.label, [at[i].verdict for at in verdicts]) for i, claim in enumerate(make())])
+    claims = study_claims(comparison["config"]["dataset"], models)
+    epochs = sorted({r["epochs"] for r in comparison["records"]})
+    if not claims or not epochs:
+        return ClaimsByBudget([], [])
+    verdicts = [check_claims(claims, [r for r in comparison["records"] if r["epochs"] == e], models) for e in epochs]
+    return ClaimsByBudget(epochs, [(claim.label, [at[i].verdict for at in verdicts]) for i, claim in enumerate(claims)])
 
 
 def record_rows(comparison: Mapping[str, Any]) -> list[list[str]]:

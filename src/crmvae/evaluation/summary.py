@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from ..errors import ConfigError
 from ..fileio import atomic_write
-from .claims import CLAIMS, FAILS, HOLDS, UNDECIDED, Claim, Verdict, check_claims
+from .claims import CLAIMS, FAILS, HOLDS, UNDECIDED, Claim, Verdict, check_claims, study_claims
 from .report import MARKDOWN_FILE, RESULTS_FILE, claims_by_budget
 
 Style = Literal["claims", "full"]
@@ -151,10 +151,8 @@ def studies_table(studies: Sequence[Study], base: Path) -> str:
 
 def _verdicts(study: Study) -> dict[str, Verdict]:
     """The study's claims decided at its last snapshot, by label (none for a dataset without claims)."""
-    make = CLAIMS.get(study.dataset)
-    if make is None:
-        return {}
-    return {v.claim.label: v for v in check_claims(make(), study.comparison["runs"], study.models)}
+    claims = study_claims(study.dataset, study.models)
+    return {v.claim.label: v for v in check_claims(claims, study.comparison["runs"], study.models)}
 
 
 def _since(study: Study) -> dict[str, int]:
