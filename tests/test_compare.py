@@ -190,6 +190,17 @@ def test_latent_usage_gets_a_table_with_the_joint_kl_absent_for_a_mixture() -> N
     assert "latent_usage.examples.m0" not in comparison["aggregate"]["poe"]
 
 
+def test_a_score_that_some_seeds_lack_says_how_many_it_has() -> None:
+    """An older record without latent usage: the model's row says over how many seeds its KL is."""
+    results = [{"joint_coherence": 0.1 * s, **({"latent_usage": {"joint": {"kl": 10.0 * s}}} if s else {})}
+               for s in range(3)]
+    runs = [{"model": "a", "seed": s, "summary": {}, "result": r} for s, r in enumerate(results)]
+    comparison = {"config": {"models": ["a"]}, "runs": runs, "aggregate": {"a": aggregate(results)}}
+    tables = {t.title: t for t in build_tables(comparison)}
+    assert tables["Joint coherence and latent similarity"].text_rows()[0][1][0][0] == "0.100 ± 0.100"
+    assert tables["Latent usage"].text_rows()[0][1][0][0] == "15.0 ± 7.1 (n=2)"
+
+
 def test_the_chance_level_column_is_not_ranked() -> None:
     results = [{"joint_coherence": 0.5, "cosine_similarity": c, "cosine_similarity_mismatched": c - 0.1}
                for c in (0.9, 0.2)]
@@ -214,6 +225,8 @@ def test_format_cell_and_missing_scores() -> None:
     assert format_cell({"mean": 0.25, "std": 0.0, "n": 1}) == "0.250"
     assert format_cell({"mean": 12.345, "std": 1.0, "n": 2}, 1) == "12.3 ± 1.0"
     assert format_cell(None) == "–"
+    assert format_cell({"mean": 12.345, "std": 1.0, "n": 2}, 1, seeds=3) == "12.3 ± 1.0 (n=2)"
+    assert format_cell({"mean": 0.25, "std": 0.0, "n": 1}, seeds=1) == "0.250"
     comparison = {"config": {"models": ["a"]}, "runs": [], "aggregate": {"a": {"joint_coherence": mean_std([0.5])}}}
     titles = [t.title for t in build_tables(comparison)]
     assert titles == ["Joint coherence and latent similarity", "Training and evaluation"]

@@ -51,7 +51,8 @@ Aggregate = Mapping[str, Mapping[str, Mapping[str, Any]]]  # model -> score -> {
 class Table:
     """Rows of ``mean ± std`` cells with ``digits`` decimals (``column_digits``: per column);
     ``best`` ``higher``/``lower`` picks the bold best of each column, ``None``: none
-    (``column_best``: per column)."""
+    (``column_best``: per column). ``seeds``: the seeds of each row's model, by row label; a cell
+    over fewer says how many it has."""
 
     title: str
     corner: str
@@ -62,6 +63,7 @@ class Table:
     note: str = ""
     column_digits: list[int] | None = None
     column_best: list[str | None] | None = None
+    seeds: Mapping[str, int] = field(default_factory=dict)
 
     def digits_of(self, column: int) -> int:
         """The decimals shown in ``column``."""
@@ -82,18 +84,19 @@ class Table:
         """``(label, [(cell text, bold), ...])`` per row."""
         bold = [self.best_rows(j) for j in range(len(self.columns))]
         return [
-            (label, [(format_cell(cell, self.digits_of(j)), i in bold[j]) for j, cell in enumerate(cells)])
+            (label, [(format_cell(cell, self.digits_of(j), self.seeds.get(label)), i in bold[j])
+                     for j, cell in enumerate(cells)])
             for i, (label, cells) in enumerate(self.rows)
         ]
 
 
-def format_cell(cell: Mapping[str, Any] | None, digits: int = 3) -> str:
-    """``"0.812 ± 0.010"``; ``"0.812"`` for one seed; ``"–"`` when absent."""
+def format_cell(cell: Mapping[str, Any] | None, digits: int = 3, seeds: int | None = None) -> str:
+    """``"0.812 ± 0.010"``; ``"0.812"`` for one seed; ``"–"`` when absent; ``"0.812 ± 0.010 (n=2)"``
+    over fewer than the model's ``seeds``."""
     if cell is None:
         return "–"
-    if cell["n"] < 2:
-        return f"{cell['mean']:.{digits}f}"
-    return f"{cell['mean']:.{digits}f} ± {cell['std']:.{digits}f}"
+    text = f"{cell['mean']:.{digits}f}" + (f" ± {cell['std']:.{digits}f}" if cell["n"] >= 2 else "")
+    return text + (f" (n={cell['n']})" if seeds is not None and cell["n"] < seeds else "")
 
 
 # --------------------------------------------------------------------------------------------
@@ -221,6 +224,10 @@ def build_tables(comparison: Mapping[str, Any]) -> list[Table]:
                     note="Generated text against the true word, spaces removed: exact-match rate, mean Levenshtein distance."),
         run_table(runs, models),
     ]
+    seeds = {m: sum(r["model"] == m for r in runs) for m in models}
+    for table in tables:
+        if table is not None and table.corner == "model":
+            table.seeds = seeds
     return [t for t in tables if t is not None]
 
 
