@@ -17,6 +17,7 @@ from crmvae.config import (
     apply_overrides,
     from_dict,
     load_config,
+    merge_values,
     missing_keys,
     parse_yaml,
     save_config,
@@ -82,6 +83,13 @@ def test_missing_keys_names_every_default_taken_nested_and_in_lists():
     del full["train"]["lr"], full["model"]["modalities"][1]["likelihood"], full["data"]
     assert missing_keys(RunConfig, full) == ["data", "model.modalities[1].likelihood", "train.lr"]
     assert missing_keys(DataConfig, {"dataset": "x"}, "data.")[:2] == ["data.root", "data.data_dir"]
+
+
+def test_merge_values_keeps_what_is_given_and_fills_the_rest():
+    stored = {"a": 1, "b": {"c": 2, "d": 3}, "mods": [{"n": "x", "s": 1}, {"n": "y", "s": 2}], "l": [1, 2]}
+    assert merge_values(stored, {"b": {"c": 9}, "mods": [{"s": 5}], "l": [7]}) == {
+        "a": 1, "b": {"c": 9, "d": 3}, "mods": [{"n": "x", "s": 5}, {"n": "y", "s": 2}], "l": [7]}
+    assert merge_values(stored, {}) == stored and merge_values({}, {"a": None}) == {"a": None}
 
 
 @pytest.mark.parametrize("written", [True, False])

@@ -25,7 +25,7 @@ import yaml
 from crmvae import evaluation, fileio
 from crmvae.checkpoint import MODEL_KEYS, TRAINING_KEYS, read_checkpoint, validate_checkpoint
 from crmvae.cli import _run_config, build_parser, main
-from crmvae.config import DataConfig, ModalityConfig, ModelConfig, TrainConfig
+from crmvae.config import DataConfig, ModalityConfig, ModelConfig, RunConfig, TrainConfig, load_config
 from crmvae.data import DATASETS, get_dataset
 from crmvae.errors import CheckpointError, ConfigError
 from crmvae.evaluation.classifiers import ARCHITECTURES
@@ -556,24 +556,37 @@ def test_an_empty_run_config_is_refused_not_read_as_defaults(
     fails(capsys, args, f"{out / 'config.yaml'} is empty")
 
 
-@pytest.mark.parametrize("command, section, rc", [("resume", "train", 2), ("evaluate", "data", 0)])
-def test_a_run_config_cut_at_a_line_end_names_the_keys_that_take_defaults(
-    run: Path, tmp_path: Path, capsys: Capsys, command: str, section: str, rc: int
+@pytest.mark.parametrize("command, section, source", [("resume", "train", "checkpoint.pt"), ("evaluate", "data", "model.pt")])
+def test_a_run_config_cut_at_a_line_end_is_completed_from_the_checkpoint(
+    run: Path, tmp_path: Path, capsys: Capsys, command: str, section: str, source: str
 ) -> None:
-    """Cut at a line end, config.yaml stays valid YAML: the keys it lost are named before they take
-    defaults (on resume, the checkpoint's own configuration then refuses the changed settings)."""
+    """Cut at a line end, config.yaml stays valid YAML: the keys it lost are named and taken from
+    the configuration stored in the checkpoint, not from the defaults; a resumed run writes it whole again."""
     out = copy_run(run, tmp_path)
-    lines = (out / "config.yaml").read_text().splitlines(keepends=True)
+    whole = (out / "config.yaml").read_text()
+    lines = whole.splitlines(keepends=True)
     start = lines.index(f"{section}:\n")
     (out / "config.yaml").write_text("".join(lines[: start + 3]))
     args = {"resume": ["train", "--out", str(out), "--resume", "--epochs", "2"],
             "evaluate": ["evaluate", str(out / "model.pt"), "--metrics", "similarity", "--n-test", "8"]}[command]
-    assert main(args) == rc
+    assert main(args) == 0
     err = capsys.readouterr().err
     warnings = [line for line in err.splitlines() if line.startswith("crmvae: warning")]
     assert len(warnings) == 1 and "Traceback" not in err, err
     assert str(out / "config.yaml") in warnings[0] and "cut short" in warnings[0]
     assert f"{section}.{lines[start + 3].split(':')[0].strip()}" in warnings[0]  # the first key cut off
+    assert warnings[0].endswith(f"they take the values stored in {out / source}")
+    if command == "resume":
+        assert (out / "config.yaml").read_text() == whole.replace("epochs: 1\n", "epochs: 2\n", 1)
+
+
+def test_a_run_without_its_config_file_resumes_with_the_checkpoints(run: Path, tmp_path: Path, capsys: Capsys) -> None:
+    out = copy_run(run, tmp_path)
+    (out / "config.yaml").unlink()
+    assert main(["train", "--out", str(out), "--resume", "--epochs", "2"]) == 0
+    err = capsys.readouterr().err
+    assert f"{out / 'config.yaml'} is missing; resuming with the run configuration stored in {out / 'checkpoint.pt'}" in err
+    assert load_config(RunConfig, out / "config.yaml").data.dataset == "user"
 
 
 #: Damaged metrics.jsonl lines before the last: (the text, words of the message).

@@ -45,7 +45,7 @@ from .model import MultimodalVAE
 from .objectives import OBJECTIVES
 from .presets import build_run_config
 from .samplers import SamplerConfig
-from .training import CHECKPOINT_FILE, CONFIG_FILE, check_dataset, resolve_device, train
+from .training import CHECKPOINT_FILE, CONFIG_FILE, check_dataset, resolve_device, run_config_to_resume, train
 from .training.distributed import detect_context
 from .training.progress import show_messages, write_line
 from .visualize import save_generation_grids
@@ -112,7 +112,6 @@ def _run_config(args: argparse.Namespace) -> tuple[RunConfig, str]:
     label for the default output directory."""
     _user_data_flag(args)
     named = {k: getattr(args, k) for k in DEFAULTS if getattr(args, k) is not None}
-    resumed = Path(args.out) / CONFIG_FILE if args.resume and args.out else None
     if args.config and named:
         raise ConfigError(f"--config cannot be combined with {', '.join('--' + k for k in named)}; use --set")
     flags = (
@@ -120,10 +119,14 @@ def _run_config(args: argparse.Namespace) -> tuple[RunConfig, str]:
         ("data.data_dir", args.data_dir),
     )
     overrides = [*args.set, *(f"{key}={json.dumps(value)}" for key, value in flags if value is not None)]
-    if args.config or (resumed is not None and resumed.is_file() and not named):
-        path = Path(args.config) if args.config else resumed
-        values = apply_overrides(to_dict(load_config(RunConfig, path, written=path == resumed)), overrides)
-        return from_dict(RunConfig, values, where="run config"), path.stem
+    if args.config:
+        values = apply_overrides(to_dict(load_config(RunConfig, args.config)), overrides)
+        return from_dict(RunConfig, values, where="run config"), Path(args.config).stem
+    stored = run_config_to_resume(args.out) if args.resume and args.out and not named else None
+    if stored is not None:
+        where = str(Path(args.out) / CONFIG_FILE)
+        values = apply_overrides(to_dict(from_dict(RunConfig, stored, where=where)), overrides)
+        return from_dict(RunConfig, values, where="run config"), Path(CONFIG_FILE).stem
     choice = DEFAULTS | named
     return build_run_config(choice["dataset"], choice["model"], choice["preset"], overrides), choice["preset"]
 

@@ -328,14 +328,28 @@ def missing_keys(cls: type, data: Any, prefix: str = "") -> list[str]:
     return missing
 
 
-def warn_missing_keys(cls: type, data: Any, where: str, prefix: str = "") -> None:
+def name_keys(keys: list[str], most: int = 8) -> str:
+    """``"a, b, c and 4 more"``: the first ``most`` of ``keys`` and a count of the rest."""
+    return ", ".join(keys[:most]) + (f" and {len(keys) - most} more" if len(keys) > most else "")
+
+
+def warn_missing_keys(cls: type, data: Any, where: str, prefix: str = "", source: str = "their defaults") -> None:
     """Log a warning naming the keys of ``data`` (read from ``where``, a file crmvae wrote whole)
-    that are missing and take their defaults: a sign of a file cut short or edited by hand."""
+    that are missing and take their values from ``source``: a sign of a file cut short or edited."""
     missing = missing_keys(cls, data, prefix)
     if missing:
-        shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
-        log.warning("%s lacks %s (crmvae writes every key: was it cut short or edited?); they take their defaults",
-                    where, shown)
+        log.warning("%s lacks %s (crmvae writes every key: was it cut short or edited?); they take %s",
+                    where, name_keys(missing), source)
+
+
+def merge_values(base: Any, values: Any) -> Any:
+    """``values`` with what it leaves out taken from ``base``: mappings merged key by key and lists
+    of mappings item by item (a list cut short keeps ``base``'s further items), recursively."""
+    if isinstance(base, Mapping) and isinstance(values, Mapping):
+        return {**base, **{k: merge_values(base.get(k), v) for k, v in values.items()}}
+    if isinstance(base, list) and isinstance(values, list) and all(isinstance(v, Mapping) for v in base + values):
+        return [merge_values(b, v) for b, v in zip(base, values)] + base[len(values):] + values[len(base):]
+    return values
 
 
 def _convert(tp: Any, value: Any, where: str) -> Any:

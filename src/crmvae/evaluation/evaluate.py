@@ -34,8 +34,17 @@ from typing import Any, Literal
 
 import torch
 
-from ..checkpoint import SAFETENSORS_FILE, load_model, read_checkpoint
-from ..config import DataConfig, RunConfig, check_minimums, from_dict, load_mapping, warn_missing_keys
+from ..checkpoint import SAFETENSORS_FILE, is_safetensors_export, load_model, read_checkpoint
+from ..config import (
+    DataConfig,
+    RunConfig,
+    check_minimums,
+    from_dict,
+    load_mapping,
+    merge_values,
+    missing_keys,
+    warn_missing_keys,
+)
 from ..data import MultimodalDataset, load_dataset
 from ..data import text as text_data
 from ..errors import ConfigError, DataError
@@ -381,14 +390,20 @@ _NAME_THE_DATA = "write its data section there, e.g. 'data: {dataset: polymnist}
 def run_data_config(checkpoint: Path) -> DataConfig:
     """The data configuration of the run that wrote ``checkpoint``: the ``data`` section of the
     ``config.yaml`` beside it (a run's or an export's), else the run configuration stored in the
-    checkpoint."""
+    checkpoint. Keys the section lacks are taken from the stored configuration, else the defaults,
+    with a warning that names them."""
     run_file = checkpoint.parent / CONFIG_FILE
     if run_file.is_file():
         values = load_mapping(run_file)
         if "data" not in values:
             raise ConfigError(f"{run_file} has no data section (a model exported without its run); {_NAME_THE_DATA}")
-        warn_missing_keys(DataConfig, values["data"], str(run_file), prefix="data.")
-        return from_dict(RunConfig, values, where=str(run_file)).data
+        stored = None
+        if missing_keys(DataConfig, values["data"]) and not is_safetensors_export(checkpoint):
+            stored = (read_checkpoint(checkpoint).get("run_config") or {}).get("data")
+        source = "their defaults" if stored is None else f"the values stored in {checkpoint}"
+        warn_missing_keys(DataConfig, values["data"], str(run_file), prefix="data.", source=source)
+        data = values["data"] if stored is None else merge_values(stored, values["data"])
+        return from_dict(RunConfig, {**values, "data": data}, where=str(run_file)).data
     stored = read_checkpoint(checkpoint).get("run_config")
     if stored is None:
         raise ConfigError(f"no {run_file} and no run configuration in {checkpoint}; {_NAME_THE_DATA}")

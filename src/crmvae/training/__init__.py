@@ -24,6 +24,7 @@ from .trainer import (
     has_fast_bf16,
     resolve_device,
     resolve_precision,
+    run_config_to_resume,
     train,
 )
 
@@ -54,6 +55,7 @@ __all__ = [
     "read_metrics",
     "resolve_device",
     "resolve_precision",
+    "run_config_to_resume",
     "schedule_depends_on_epochs",
     "train",
 ]

@@ -42,8 +42,12 @@ from ..config import (
     TrainConfig,
     flatten,
     from_dict,
+    load_mapping,
+    merge_values,
+    missing_keys,
     save_config,
     to_dict,
+    warn_missing_keys,
 )
 from ..data import Batch, BatchSource, MultimodalDataset, dataset_info, load_source
 from ..data.streamed import with_loading
@@ -641,6 +645,28 @@ def _check_batch_size(tc: TrainConfig, world_size: int) -> None:
             f"processes (WORLD_SIZE={world_size}), so that every rank takes the same share; "
             f"use e.g. train.batch_size={max(world_size, tc.batch_size - tc.batch_size % world_size)}"
         )
+
+
+def run_config_to_resume(out: str | Path) -> dict[str, Any] | None:
+    """The configuration to resume the run in ``out`` with, as a nested mapping: its ``config.yaml``,
+    where any key the file lacks is taken from the run configuration stored in ``checkpoint.pt``
+    (else from the defaults), or the stored one alone when the file is missing; ``None`` without
+    either. A warning names what was taken from where."""
+    out = Path(out)
+    config_file, checkpoint = out / CONFIG_FILE, out / CHECKPOINT_FILE
+    values = load_mapping(config_file) if config_file.is_file() else None
+    if values is not None and not missing_keys(RunConfig, values):
+        return values
+    if not checkpoint.is_file():
+        if values is not None:
+            warn_missing_keys(RunConfig, values, str(config_file))
+        return values
+    stored = read_checkpoint(checkpoint)["run_config"]
+    if values is None:
+        log.warning("%s is missing; resuming with the run configuration stored in %s", config_file, checkpoint)
+        return stored
+    warn_missing_keys(RunConfig, values, str(config_file), source=f"the values stored in {checkpoint}")
+    return merge_values(stored, values)
 
 
 def _open_run_dir(out: Path, resume: bool) -> dict[str, Any] | None:
