@@ -145,9 +145,13 @@ for i in "${!stages[@]}"; do
     report_all
     crmvae summarize --update README.md --update docs/results/index.md  # their tables of every study's claims
     if [[ ${COMMIT:-0} == 1 ]]; then
-      git add "$out" README.md docs/results/index.md \
-        && git commit -q -m "$out: $model seed $seeds recorded after ${snapshots//,/, } passes" -- "$out" README.md docs/results/index.md \
-        || echo "commit of $out failed; the next stage commits it" >&2
+      git add "$out" README.md docs/results/index.md
+      if git diff --cached --quiet -- "$out" README.md docs/results/index.md; then
+        echo "nothing new to commit in $out"
+      else
+        git commit -q -m "$out: $model seed $seeds recorded after ${snapshots//,/, } passes" -- "$out" README.md docs/results/index.md \
+          || echo "commit of $out failed; the next stage commits it" >&2
+      fi
     fi
   done
 done

@@ -541,6 +541,27 @@ def test_a_run_stopped_past_a_recorded_snapshot_goes_on_from_where_it_is(study, 
     assert comparison["aggregate"]["mvae"] == json.loads(json.dumps(first["aggregate"]["mvae"]))
 
 
+def test_a_run_stopped_before_its_first_checkpoint_starts_again(study, tmp_path: Path) -> None:
+    """A run folder holding only what a run writes before its first checkpoint (config.yaml,
+    metrics.jsonl, grids/) is emptied and trained afresh, to the same records; anything else is named."""
+    config, _, first = study
+    copy = CompareConfig(**{**vars(config), "out_dir": str(tmp_path / "report"), "runs_dir": str(tmp_path / "runs"),
+                            "models": ["mvae"], "seeds": [0]})
+    out = run_dir(copy, "mvae", 0)
+    (out / "grids").mkdir(parents=True)
+    (out / "config.yaml").write_bytes((run_dir(config, "mvae", 0) / "config.yaml").read_bytes())
+    (out / "metrics.jsonl").write_text('{"global_step": 1}\n')
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match=r"holds no checkpoint to resume, and \['notes.txt'\], which a run does not"):
+        run_comparison(copy, CountingEvaluate())
+    (out / "notes.txt").unlink()
+    said: list[str] = []
+    comparison = run_comparison(copy, CountingEvaluate(), log=said.append)
+    assert f"{out} held a run stopped before its first checkpoint (config.yaml, grids, metrics.jsonl): starting it again" in said
+    before = next(r for r in first["runs"] if (r["model"], r["seed"]) == ("mvae", 0))
+    assert [r["result"] for r in comparison["runs"]] == [json.loads(json.dumps(before["result"]))]
+
+
 def test_a_longer_budget_trains_only_the_new_passes(study, tmp_path: Path) -> None:
     """Snapshots 1, 2 recorded; the study extended to 1, 2, 3 resumes each run from epoch 2 and
     records epoch 3 alone. The old last snapshot, evaluated with every metric, stands for a middle one."""

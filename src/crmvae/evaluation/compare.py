@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -32,19 +33,23 @@ from ..checkpoint import load_model, read_checkpoint
 from ..config import RunConfig, from_dict, load_config, save_config, to_dict
 from ..data import dataset_info, load_dataset
 from ..errors import ConfigError
-from ..fileio import atomic_write, file_sha256
+from ..fileio import atomic_write, file_sha256, remove_stale_temporaries
 from ..model import MultimodalVAE
 from ..objectives import OBJECTIVES, get_objective
 from ..presets import PRESETS, build_run_config
 from ..training import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
+    EPOCHS_DIR,
+    GRIDS_DIR,
+    METRICS_FILE,
     MODEL_FILE,
     NON_RESULT_KEYS,
     SUMMARY_FILE,
     schedule_depends_on_epochs,
     train,
 )
+from ..training.loggers import MLFLOW_ID_FILE, TENSORBOARD_DIR, WANDB_DIR
 from ..training.progress import format_duration
 from ..visualize import image_modalities, save_generation_grids, subset_filename
 from .evaluate import METRICS, EvalConfig, evaluate_checkpoint, metrics_in
@@ -351,13 +356,42 @@ def load_records(config: CompareConfig, final: int) -> dict[RecordKey, dict[str,
     return records
 
 
-def _train_to(config: RunConfig, out: Path, epochs: int) -> str:
+#: What a run writes before its first checkpoint: a run folder holding nothing else was stopped
+#: before it had anything to resume.
+BEFORE_FIRST_CHECKPOINT = frozenset({CONFIG_FILE, METRICS_FILE, GRIDS_DIR, EPOCHS_DIR, TENSORBOARD_DIR, WANDB_DIR,
+                                     MLFLOW_ID_FILE})
+
+
+def clear_unstarted_run(out: Path) -> list[str]:
+    """Empty the run folder ``out`` when it holds a run stopped before its first checkpoint (only
+    :data:`BEFORE_FIRST_CHECKPOINT` entries), so that the run starts again; the names removed.
+    :class:`ConfigError` naming anything else such a folder holds."""
+    if not out.is_dir():
+        return []
+    remove_stale_temporaries(out)
+    entries = sorted(p.name for p in out.iterdir())
+    foreign = [name for name in entries if name not in BEFORE_FIRST_CHECKPOINT]
+    if foreign:
+        raise ConfigError(f"run folder {out} holds no checkpoint to resume, and {foreign}, which a run does not "
+                          f"write: move them away or delete the folder")
+    for name in entries:
+        if (out / name).is_dir():
+            shutil.rmtree(out / name)
+        else:
+            (out / name).unlink()
+    return entries
+
+
+def _train_to(config: RunConfig, out: Path, epochs: int, log: Callable[[str], None]) -> str:
     """Bring the run in ``out`` to ``config`` (``epochs`` of training): reuse it when it finished
-    there, otherwise train or resume it; its status before (new / unfinished / finished).
-    :class:`ConfigError` when the run has gone past ``epochs`` (its state there is lost)."""
+    there, otherwise train or resume it (a run stopped before its first checkpoint starts again);
+    its status before (new / unfinished / finished). :class:`ConfigError` when the run has gone
+    past ``epochs`` (its state there is lost)."""
     status = run_status(out, config)
     if status == "finished":
         return status
+    if status == "new" and (removed := clear_unstarted_run(out)):
+        log(f"{out} held a run stopped before its first checkpoint ({', '.join(removed)}): starting it again")
     target = load_config(RunConfig, out / CONFIG_FILE).train.epochs if (out / CONFIG_FILE).is_file() else 0
     if target > epochs:
         raise ConfigError(
@@ -458,7 +492,7 @@ def run_comparison(
         for e in missing:  # a recorded snapshot needs no training: the run resumes past it
             key = RecordKey(model, seed, e)
             train_start = time.perf_counter()
-            status = _train_to(run_config(config, model, seed, e), out, e)
+            status = _train_to(run_config(config, model, seed, e), out, e, log)
             verb = {"new": "trained", "unfinished": "resumed", "finished": "reused"}[status]
             log(f"{tag}: epoch {e} {verb} in {format_duration(time.perf_counter() - train_start)} -> {out}")
             if status != "finished":
