@@ -27,6 +27,7 @@ from crmvae.evaluation.compare import (
     run_comparison,
     run_config,
     run_dir,
+    trained_towards,
     store_evaluation,
 )
 from crmvae.evaluation.evaluate import EvalConfig
@@ -560,6 +561,24 @@ def test_a_run_stopped_before_its_first_checkpoint_starts_again(study, tmp_path:
     assert f"{out} held a run stopped before its first checkpoint (config.yaml, grids, metrics.jsonl): starting it again" in said
     before = next(r for r in first["runs"] if (r["model"], r["seed"]) == ("mvae", 0))
     assert [r["result"] for r in comparison["runs"]] == [json.loads(json.dumps(before["result"]))]
+
+
+def test_the_epochs_a_run_trains_towards_come_from_its_checkpoint_where_its_config_lacks_them(
+    study, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config, _, _ = study
+    out = tmp_path / "run"
+    shutil.copytree(run_dir(config, "mvae", 0), out)
+    assert trained_towards(out) == 2
+    text = (out / "config.yaml").read_text()
+    (out / "config.yaml").write_text(text[: text.index("train:")])  # cut at a line end: no train section
+    with caplog.at_level("WARNING"):
+        assert trained_towards(out) == 2  # not the default 500
+    assert "lacks train" in caplog.text and "checkpoint.pt" in caplog.text
+    (out / "config.yaml").unlink()
+    assert trained_towards(out) == 2
+    (out / "checkpoint.pt").unlink()
+    assert trained_towards(out) == 0
 
 
 def test_a_longer_budget_trains_only_the_new_passes(study, tmp_path: Path) -> None:

@@ -469,13 +469,9 @@ def load_mapping(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def load_config(cls: type[T], path: str | Path, written: bool = False) -> T:
-    """Read a YAML or JSON file into dataclass ``cls``. With ``written`` (a file crmvae wrote, such
-    as a run's ``config.yaml``), keys it lacks are named in a warning before they take defaults."""
-    data = load_mapping(path)
-    if written:
-        warn_missing_keys(cls, data, str(path))
-    return from_dict(cls, data, where=str(path))
+def load_config(cls: type[T], path: str | Path) -> T:
+    """Read a YAML or JSON file into dataclass ``cls``."""
+    return from_dict(cls, load_mapping(path), where=str(path))
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -46,6 +46,7 @@ from ..training import (
     MODEL_FILE,
     NON_RESULT_KEYS,
     SUMMARY_FILE,
+    run_config_to_resume,
     schedule_depends_on_epochs,
     train,
 )
@@ -193,7 +194,7 @@ def run_status(out: Path, config: RunConfig) -> str:
     if not (out / CHECKPOINT_FILE).is_file() and not (out / MODEL_FILE).is_file():
         return "new"
     done = all((out / name).is_file() for name in (SUMMARY_FILE, MODEL_FILE, CONFIG_FILE))
-    if done and _comparable(load_config(RunConfig, out / CONFIG_FILE, written=True)) == _comparable(resolved(config)):
+    if done and _comparable(load_config(RunConfig, out / CONFIG_FILE)) == _comparable(resolved(config)):
         return "finished"
     return "unfinished"
 
@@ -356,6 +357,13 @@ def load_records(config: CompareConfig, final: int) -> dict[RecordKey, dict[str,
     return records
 
 
+def trained_towards(out: Path) -> int:
+    """The epochs the run in ``out`` trains towards: its ``train.epochs``, where ``config.yaml``
+    lacks it taken from its checkpoint (:func:`~crmvae.training.run_config_to_resume`); 0 without either."""
+    values = run_config_to_resume(out)
+    return 0 if values is None else from_dict(RunConfig, values, where=str(out / CONFIG_FILE)).train.epochs
+
+
 #: What a run writes before its first checkpoint: a run folder holding nothing else was stopped
 #: before it had anything to resume.
 BEFORE_FIRST_CHECKPOINT = frozenset({CONFIG_FILE, METRICS_FILE, GRIDS_DIR, EPOCHS_DIR, TENSORBOARD_DIR, WANDB_DIR,
@@ -392,7 +400,7 @@ def _train_to(config: RunConfig, out: Path, epochs: int, log: Callable[[str], No
         return status
     if status == "new" and (removed := clear_unstarted_run(out)):
         log(f"{out} held a run stopped before its first checkpoint ({', '.join(removed)}): starting it again")
-    target = load_config(RunConfig, out / CONFIG_FILE).train.epochs if (out / CONFIG_FILE).is_file() else 0
+    target = trained_towards(out)
     if target > epochs:
         raise ConfigError(
             f"{out} is trained towards {target} epochs, past {epochs}, where a record is missing; "
@@ -531,7 +539,7 @@ def plan_comparison(config: CompareConfig) -> list[PlannedRun]:
         missing = [e for e in epochs if e not in recorded]
         state, trained, target = "new", 0, 0
         if (out / CONFIG_FILE).is_file() and (out / CHECKPOINT_FILE).is_file():
-            target = load_config(RunConfig, out / CONFIG_FILE, written=True).train.epochs
+            target = trained_towards(out)
             trained = int(read_checkpoint(out / CHECKPOINT_FILE)["epoch"])
             state = "finished" if (out / SUMMARY_FILE).is_file() and trained >= target else "unfinished"
         plan.append(PlannedRun(model, seed, recorded, missing, state, trained, target))
