@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from .compare import VARIANT_SEPARATOR
+
 ALPHA = 0.05
 #: Relative difference of means under which two FIDs count as close.
 CLOSE = 0.10
@@ -305,8 +307,6 @@ CLAIMS: dict[str, Callable[[], list[Claim]]] = {
 def variant_claims(claims: Sequence[Claim], models: Sequence[str], base: str = "crmvae") -> list[Claim]:
     """The claims about ``base`` alone (every comparison has it on one side) restated for each
     variant of it among ``models`` (``crmvae@recon_coef=half``): labelled ``(a)@recon_coef=half``."""
-    from .compare import VARIANT_SEPARATOR
-
     variants = [m for m in models if m.split(VARIANT_SEPARATOR)[0] == base and VARIANT_SEPARATOR in m]
     about_base = [c for c in claims if c.comparisons and all(base in (x.better, x.worse) for x in c.comparisons)]
     restated = []
