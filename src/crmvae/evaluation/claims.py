@@ -317,7 +317,7 @@ def variant_claims(claims: Sequence[Claim], models: Sequence[str], base: str = "
                                         worse=variant if x.worse == base else x.worse) for x in claim.comparisons)
             restated.append(replace(claim, label=f"{claim.label}{VARIANT_SEPARATOR}{suffix}",
                                     statement=f"{claim.label} with {variant} as CRMVAE: {claim.statement}",
-                                    short=f"{claim.label} with {variant} as CRMVAE", comparisons=comparisons))
+                                    short=f"{claim.brief} ({suffix})", comparisons=comparisons))
     return restated
 
 
