@@ -181,6 +181,23 @@ def test_damaged_fid_statistics_are_computed_again(digits: DataConfig, damage, c
     assert (again[0] == mu).all() and (again[1] == sigma).all()
 
 
+def test_fid_statistics_with_a_flipped_bit_are_computed_again(digits: DataConfig, caplog: pytest.LogCaptureFixture) -> None:
+    from crmvae.data import load_dataset
+    from crmvae.evaluation.cache import cache_file
+    from crmvae.evaluation.fid import cached_real_statistics
+    from test_evaluation_metrics import tiny_extractor
+    from test_faults import flip_a_weight_bit
+
+    extractor, test = tiny_extractor(), load_dataset(digits, "test")
+    mu, sigma = cached_real_statistics(digits, "test", test, extractor, "m0", 64)
+    path = cache_file(digits, "fid-stats", {"split": "test", "modality": "m0", "n": 64, "features": extractor.identity})
+    path.write_bytes(flip_a_weight_bit(path.read_bytes()))
+    with caplog.at_level("WARNING", logger="crmvae"):
+        again = cached_real_statistics(digits, "test", test, extractor, "m0", 64)
+    assert f"evaluation cache {path} is unreadable" in caplog.text and "CRC-32" in caplog.text
+    assert (again[0] == mu).all() and (again[1] == sigma).all()
+
+
 def test_weak_classifiers_are_refused(digits: DataConfig) -> None:
     classifiers = load_or_train_classifiers(digits, QUICK)
     best = max(c.test_accuracy for c in classifiers.values())

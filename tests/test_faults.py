@@ -9,10 +9,13 @@ import io
 import logging
 import os
 import re
+import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -105,7 +108,20 @@ BYTE_DAMAGE: dict[str, tuple[Callable[[bytes], bytes], str]] = {
     "garbage": (lambda b: np.random.default_rng(0).bytes(4096), "is not a PyTorch file"),
     "empty": (lambda b: b"", "is not a PyTorch file"),
     "numpy file": (lambda b: _npy_bytes(), "is not a PyTorch file"),
+    "one flipped bit in a weight": (lambda b: flip_a_weight_bit(b), "differ from their stored CRC-32"),
 }
+
+
+def flip_a_weight_bit(data: bytes) -> bytes:
+    """``data`` (a torch.save archive) with one bit flipped in the middle of its largest tensor:
+    still a loadable archive, with one weight silently changed unless the CRC-32 is checked."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        largest = max(archive.infolist(), key=lambda info: info.file_size)
+    name_len, extra_len = struct.unpack("<HH", data[largest.header_offset + 26: largest.header_offset + 30])
+    offset = largest.header_offset + 30 + name_len + extra_len + largest.file_size // 2
+    flipped = bytearray(data)
+    flipped[offset] ^= 0x10
+    return bytes(flipped)
 
 
 def _npy_bytes() -> bytes:
@@ -144,6 +160,34 @@ def test_random_bytes_are_always_a_checkpoint_error(tmp_path: Path) -> None:
         path.write_bytes(rng.bytes(size))
         with pytest.raises(CheckpointError, match="is not a PyTorch file"):
             read_checkpoint(path)
+
+
+def test_the_stored_crc_of_every_tensor_is_checked(run: Path, tmp_path: Path, capsys: Capsys) -> None:
+    """torch.load itself accepts a flipped bit in a weight; every reader of crmvae refuses it."""
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(flip_a_weight_bit((run / "checkpoint.pt").read_bytes()))
+    torch.load(path, weights_only=True)  # loads, with one weight changed
+    entry = fileio.crc_failure(path)
+    assert entry is not None and entry.startswith(("archive/data/", "checkpoint/data/"))
+    assert fileio.crc_failure(run / "checkpoint.pt") is None
+    with pytest.raises(CheckpointError, match=f"bytes of {entry} differ from their stored CRC-32"):
+        read_checkpoint(path)
+    resumed = tmp_path / "resumed"
+    shutil.copytree(run, resumed)
+    shutil.copy(path, resumed / "checkpoint.pt")
+    fails(capsys, ["train", "--out", str(resumed), "--resume", "--epochs", "2"], "checkpoint.pt", "CRC-32")
+
+
+def test_files_saved_without_crcs_still_load(tmp_path: Path) -> None:
+    """An archive written with torch's CRC-32 turned off stores 0 for each entry: nothing to check."""
+    path = tmp_path / "plain.pt"
+    torch.serialization.set_crc32_options(False)
+    try:
+        torch.save({"w": torch.arange(4.0)}, path)
+    finally:
+        torch.serialization.set_crc32_options(True)
+    assert fileio.crc_failure(path) is None
+    assert torch.equal(fileio.torch_load(path)["w"], torch.arange(4.0))
 
 
 def test_pickled_objects_are_refused(tmp_path: Path, capsys: Capsys) -> None:

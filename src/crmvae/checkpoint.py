@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from .config import ModelConfig, RunConfig, from_dict, parse_yaml, to_dict
 from .errors import CheckpointError, ConfigError
-from .fileio import TORCH_LOAD_ERRORS, atomic_write, load_error_reason, make_dir
+from .fileio import TORCH_LOAD_ERRORS, atomic_write, load_error_reason, make_dir, torch_load
 from .model import MultimodalVAE
 
 FORMAT = "crmvae"
@@ -65,9 +65,10 @@ def save_model(model: MultimodalVAE, path: str | Path, **extra: Any) -> None:
 
 def _load(path: Path, map_location: str | torch.device) -> Any:
     """``torch.load(path, weights_only=True)`` with a one-line :class:`CheckpointError` for a
-    file that cannot be read, is no PyTorch archive, or holds more than tensors and plain values."""
+    file that cannot be read, is no PyTorch archive, has bytes that fail their stored CRC-32, or
+    holds more than tensors and plain values."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch_load(path, map_location)
     except TORCH_LOAD_ERRORS as exc:
         raise CheckpointError(f"checkpoint {path} {load_error_reason(path, exc)}; {_REMEDY}") from None
 

@@ -1,4 +1,5 @@
-"""Files: the package's one atomic write, its one file hash, and one-line errors for unwritable places.
+"""Files: the package's one atomic write, its one file hash, its one ``torch.load``, and one-line
+errors for unwritable places and unreadable files.
 
 Every file crmvae writes whole (checkpoints, models, caches, configurations, summaries, results)
 goes through :func:`atomic_write`: a reader sees the old file or the new one, never half of one,
@@ -21,7 +22,9 @@ import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
+
+import torch
 
 from .errors import WriteError
 
@@ -29,7 +32,7 @@ from .errors import WriteError
 #: bytes reach the legacy unpickler, which fails in many ways).
 TORCH_LOAD_ERRORS = (
     RuntimeError, OSError, ValueError, LookupError, TypeError, AttributeError, EOFError, struct.error,
-    pickle.UnpicklingError,
+    pickle.UnpicklingError, zipfile.BadZipFile,
 )
 
 #: ``.{name}.{host}.{pid}.{8 hex}.tmp``: the temporary of a write by process ``pid`` on ``host``.
@@ -46,6 +49,42 @@ _ADVICE = {
     errno.EACCES: "no permission; choose a location you can write to",
     errno.EPERM: "no permission; choose a location you can write to",
 }
+
+
+def crc_failure(path: str | Path, chunk: int = 1 << 22) -> str | None:
+    """The first entry of the zip archive at ``path`` whose bytes differ from the CRC-32 stored
+    for it, as ``"archive/data/8"``; None when every entry matches.
+
+    ``torch.save`` stores a CRC-32 for every tensor's bytes but ``torch.load`` does not check
+    them, so a flipped bit in a weight would load as a silently different number. Entries with a
+    stored CRC of 0 (files saved with torch's CRC-32 turned off) are skipped. A file that is no
+    readable zip archive gives None: ``torch.load`` then says what is wrong with it.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if info.CRC == 0:
+                    continue
+                try:
+                    with archive.open(info) as entry:  # raises BadZipFile at the end on a CRC mismatch
+                        while entry.read(chunk):
+                            pass
+                except (zipfile.BadZipFile, EOFError):
+                    return info.filename
+    except (OSError, zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, ValueError, EOFError,
+            struct.error):
+        return None
+    return None
+
+
+def torch_load(path: str | Path, map_location: str | torch.device = "cpu", *, mmap: bool = False,
+               check_crc: bool = True) -> Any:
+    """``torch.load(path, weights_only=True)``, after checking the stored CRC-32 of every entry
+    (:func:`crc_failure`) unless ``check_crc`` is False (a file whose whole hash is checked
+    elsewhere). A mismatch raises ``zipfile.BadZipFile``, one of :data:`TORCH_LOAD_ERRORS`."""
+    if check_crc and (entry := crc_failure(path)) is not None:
+        raise zipfile.BadZipFile(f"the bytes of {entry} differ from their stored CRC-32")
+    return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
 
 
 def load_error_reason(path: str | Path, exc: BaseException) -> str:

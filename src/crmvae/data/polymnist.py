@@ -33,7 +33,7 @@ from torch import Tensor
 
 from ..config import DataConfig
 from ..errors import ConfigError, DataError
-from ..fileio import TORCH_LOAD_ERRORS, load_error_reason
+from ..fileio import TORCH_LOAD_ERRORS, load_error_reason, torch_load
 from .base import ModalitySpec, MultimodalDataset
 from .cache import cache_info, cached_build
 from .sources import (
@@ -183,7 +183,7 @@ def _read_pt(path: Path, what: str) -> Tensor:
     if not path.is_file():
         raise DataError(f"{path}: missing file for {what}")
     try:
-        value = torch.load(path, map_location="cpu", weights_only=True)
+        value = torch_load(path)
     except TORCH_LOAD_ERRORS as exc:
         raise DataError(f"{path} ({what}) {load_error_reason(path, exc)}") from None
     if not isinstance(value, Tensor):

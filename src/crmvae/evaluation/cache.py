@@ -19,7 +19,7 @@ from ..checkpoint import atomic_torch_save
 from ..config import DataConfig
 from ..data import dataset_info
 from ..data.cache import resolve_data_dir, spec_key
-from ..fileio import TORCH_LOAD_ERRORS
+from ..fileio import TORCH_LOAD_ERRORS, torch_load
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def read_cached(path: Path, decode: Callable[[dict[str, Any]], T]) -> T | None:
     if not path.is_file():
         return None
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch_load(path)
     except TORCH_LOAD_ERRORS as exc:
         log.warning("evaluation cache %s is unreadable (%s: %s); recomputing it", path, type(exc).__name__, exc)
         return None
