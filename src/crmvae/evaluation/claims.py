@@ -306,7 +306,8 @@ CLAIMS: dict[str, Callable[[], list[Claim]]] = {
 
 def variant_claims(claims: Sequence[Claim], models: Sequence[str], base: str = "crmvae") -> list[Claim]:
     """The claims about ``base`` alone (every comparison has it on one side) restated for each
-    variant of it among ``models`` (``crmvae@recon_coef=half``): labelled ``(a)@recon_coef=half``."""
+    variant of it among ``models`` (``crmvae@recon_coef=half``): labelled ``(a)@recon_coef=half``,
+    with the claim's own short wording (the label names the variant)."""
     variants = [m for m in models if m.split(VARIANT_SEPARATOR)[0] == base and VARIANT_SEPARATOR in m]
     about_base = [c for c in claims if c.comparisons and all(base in (x.better, x.worse) for x in c.comparisons)]
     restated = []
@@ -317,7 +318,7 @@ def variant_claims(claims: Sequence[Claim], models: Sequence[str], base: str = "
                                         worse=variant if x.worse == base else x.worse) for x in claim.comparisons)
             restated.append(replace(claim, label=f"{claim.label}{VARIANT_SEPARATOR}{suffix}",
                                     statement=f"{claim.label} with {variant} as CRMVAE: {claim.statement}",
-                                    short=f"{claim.brief} ({suffix})", comparisons=comparisons))
+                                    short=claim.brief, comparisons=comparisons))
     return restated
 
 
