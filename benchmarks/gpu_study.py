@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tarfile
 import time
-from pathlib import Path
 
 from crmvae.evaluation.compare import CompareConfig, run_comparison
 from crmvae.evaluation.evaluate import EvalConfig

@@ -289,8 +289,9 @@ class CelebA:
         if not cfg.root:
             return self._standin(cfg, split)
         spec = self.cache_spec(cfg, split)
-        build = lambda: load_celeba_split(self._root(cfg), split, cfg.seed, _random_start(cfg))
-        tensors = cached_build(f"{self.name}-{split}", spec, build, cfg.data_dir)
+        tensors = cached_build(f"{self.name}-{split}", spec,
+                               lambda: load_celeba_split(self._root(cfg), split, cfg.seed, _random_start(cfg)),
+                               cfg.data_dir)
         base = celeba_dir(self._root(cfg))
         names, _ = _read_rows(_table_path(base, "list_attr_celeba"))
         return MultimodalDataset(

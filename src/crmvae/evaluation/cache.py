@@ -13,7 +13,6 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import torch
 
 from ..checkpoint import atomic_torch_save
 from ..config import DataConfig
