@@ -200,3 +200,56 @@ def test_evaluation_settings_are_checked_when_built(setting: dict[str, int], mes
 
     with pytest.raises(ConfigError, match=message):
         EvalConfig(**setting)  # type: ignore[arg-type]
+
+
+def test_exported_classifiers_score_as_the_cached_ones(run_dir: Path, data_dir: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """`crmvae data classifiers` exports the dataset's classifiers; `evaluate --classifiers FILE`
+    and `evaluate_model(classifiers=...)` score coherence with them exactly as with the cache."""
+    file = tmp_path / "shared" / "digits.pt"
+    assert main(["data", "classifiers", "polymnist", "--set", "params.source=digits", "--data-dir", str(data_dir),
+                 "--out", str(file), "--classifier-set", "epochs=1", "--classifier-set", "train_size=128"]) == 0
+    assert f"classifiers: {file}" in capsys.readouterr().out
+    about = json.loads(file.with_suffix(".json").read_text())
+    assert about["dataset"] == "polymnist" and about["num_classes"] == 10 and sorted(about["classifiers"]) == [f"m{k}" for k in range(5)]
+    assert torch.load(file, weights_only=True)["classifiers"]["m0"]["state"]  # plain tensors: no crmvae needed to read it
+    common = ["--metrics", "coherence", "--n-test", "40", "--set", "classifier_thresholds.polymnist=0.0", *QUICK]
+    assert main(["evaluate", str(run_dir), "--out", str(tmp_path / "cached.json"), *common]) == 0
+    assert main(["evaluate", str(run_dir), "--out", str(tmp_path / "file.json"), "--classifiers", str(file), *common]) == 0
+    assert f"({file} classifiers)" in capsys.readouterr().out
+    cached, from_file = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("cached", "file"))
+    assert from_file.pop("classifiers") == str(file) and "classifiers" not in cached
+    assert from_file["cross_coherence"] == cached["cross_coherence"]
+    assert from_file["joint_coherence"] == cached["joint_coherence"]
+    assert from_file["classifier_accuracy"] == pytest.approx(cached["classifier_accuracy"])  # both on the full test split
+
+    from crmvae.evaluation import evaluate_model, load_classifiers
+    nets = {m: c.net for m, c in load_classifiers(file).items()}  # any modules mapping inputs to logits
+    config = EvalConfig(metrics=["coherence"], n_test=40, progress=False, classifier_thresholds={"default": 0.0})
+    given = evaluate_model(load_model(run_dir / "model.pt"), run_data_config(run_dir / "model.pt"), config, classifiers=nets)
+    assert given["classifiers"] == "given" and given["cross_coherence"] == cached["cross_coherence"]
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda p: {**p, "format": "other"}, "is not a classifier file of crmvae"),
+    (lambda p: {**p, "version": 7}, "version 7 is not supported"),
+    (lambda p: {**p, "classifiers": {m: e for m, e in p["classifiers"].items() if m != "m3"}}, "no classifier for modality ['m3']"),
+    (lambda p: {**p, "classifiers": {**p["classifiers"], "m0": {**p["classifiers"]["m0"], "shape": [1, 28, 28]}}},
+     "modality 'm0': the classifier takes image of shape [1, 28, 28] (vocabulary None), the data holds image of shape [3, 28, 28]"),
+    (lambda p: {**p, "classifiers": {**p["classifiers"], "m1": {**p["classifiers"]["m1"], "architecture": "resnet"}}},
+     "modality 'm1': architecture 'resnet' is not one of"),
+    (lambda p: {**p, "classifiers": {**p["classifiers"], "m2": {k: v for k, v in p["classifiers"]["m2"].items() if k != "state"}}},
+     "modality 'm2': incomplete entry (KeyError: 'state')"),
+    (lambda p: {**p, "classifiers": {**p["classifiers"], "m4": {**p["classifiers"]["m4"], "state": {}}}}, "missing weights"),
+], ids=["format", "version", "a modality missing", "another shape", "unknown architecture", "no weights", "empty weights"])
+def test_a_bad_classifier_file_is_one_line(run_dir: Path, data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                           damage, words: str) -> None:
+    file = tmp_path / "c.pt"
+    assert main(["data", "classifiers", "polymnist", "--set", "params.source=digits", "--data-dir", str(data_dir),
+                 "--out", str(file), "--classifier-set", "epochs=1", "--classifier-set", "train_size=128"]) == 0
+    torch.save(damage(torch.load(file, weights_only=True)), file)
+    capsys.readouterr()
+    assert main(["evaluate", str(run_dir), "--out", str(tmp_path / "r.json"), "--classifiers", str(file),
+                 "--metrics", "coherence", *QUICK]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and words in err and str(file) in err, err

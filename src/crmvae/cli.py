@@ -1,6 +1,6 @@
 """The ``crmvae`` command line: a thin layer over the Python API.
 
-Subcommands: ``data {build,info,list}``, ``train``, ``generate``, ``info``, ``models``, ``export``, ``evaluate``, ``compare``. Every
+Subcommands: ``data {build,info,classifiers,list}``, ``train``, ``generate``, ``info``, ``models``, ``export``, ``evaluate``, ``compare``. Every
 :class:`~crmvae.errors.CrmvaeError` is printed as ``crmvae: error: <message>`` (exit status 2,
 no traceback); an interrupted training prints where its last checkpoint is (exit status 130).
 """
@@ -82,6 +82,25 @@ def cmd_data_build(args: argparse.Namespace) -> int:
 def cmd_data_info(args: argparse.Namespace) -> int:
     cfg = _data_config(args.dataset, args.set, args.data_dir, args.seed)
     print(json.dumps(dataset_info(cfg), indent=2, default=str))
+    return 0
+
+
+def cmd_data_classifiers(args: argparse.Namespace) -> int:
+    from .evaluation.cache import dataset_identity
+    from .evaluation.classifiers import ClassifierConfig, export_classifiers, load_or_train_classifiers
+
+    cfg = _data_config(args.dataset, args.set, args.data_dir, args.seed)
+    config = from_dict(ClassifierConfig, apply_overrides(to_dict(ClassifierConfig()), args.classifier_set),
+                       where="classifier config").for_dataset(cfg.dataset)
+    out = Path(args.out or f"classifiers-{cfg.dataset}.pt")
+    make_dir(out.parent)  # an unwritable place fails before the training, not after it
+    classifiers = load_or_train_classifiers(cfg, config, progress=True)
+    export_classifiers(classifiers, out, cfg.dataset,
+                       about={"training": dataclasses.asdict(config), "data": dataset_identity(cfg)})
+    for m, c in classifiers.items():
+        print(f"{m}: {c.architecture}, test accuracy {c.test_accuracy:.4f}")
+    print(f"classifiers: {out} (described in {out.with_suffix('.json')}); use them with "
+          f"`{PROG} evaluate RUN --classifiers {out}`")
     return 0
 
 
@@ -309,7 +328,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     shortcuts = [f"{key}={value}" for key, value in (
         ("n_test", args.n_test), ("fid_samples", args.fid_samples), ("device", args.device),
         ("likelihood_samples", args.likelihood_samples), ("metrics", f"[{args.metrics}]" if args.metrics else None),
-        ("sampler.name", args.sampler),
+        ("sampler.name", args.sampler), ("classifiers", json.dumps(args.classifiers) if args.classifiers else None),
     ) if value is not None]
     config = from_dict(EvalConfig, apply_overrides(to_dict(EvalConfig()), [*args.set, *shortcuts]), where="evaluation config")
     checkpoint = resolve_checkpoint(args.checkpoint)
@@ -424,6 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, text in (
         ("build", cmd_data_build, "generate/cache the train and test splits"),
         ("info", cmd_data_info, "describe a dataset (builds nothing)"),
+        ("classifiers", cmd_data_classifiers, "train (or take from the cache) the coherence classifiers and export them"),
     ):
         sub = data_commands.add_parser(name, help=text)
         sub.add_argument("dataset", metavar="DATASET")
@@ -431,6 +451,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--seed", type=int, help="generation seed (data.seed)")
         sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a DataConfig override, e.g. params.source=digits")
         sub.set_defaults(func=func)
+        if name == "classifiers":
+            sub.add_argument("--out", help="the file to write (default classifiers-<dataset>.pt), with a .json description beside it")
+            sub.add_argument("--classifier-set", action="append", default=[], metavar="KEY=VALUE",
+                             help="a training setting, e.g. epochs=5 (see `evaluate --set classifier.KEY=VALUE`)")
     data_commands.add_parser("list", help="list the datasets").set_defaults(func=cmd_data_list)
 
     tr = commands.add_parser("train", help="train a model (resumable)")
@@ -504,6 +528,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", help="JSON file (default: <run dir>/evaluation.json)")
     ev.add_argument("--device", help="e.g. cpu or cuda")
     ev.add_argument("--data-dir", help="data.data_dir of the run's dataset")
+    ev.add_argument("--classifiers", metavar="FILE",
+                    help="score coherence with these classifiers (from `crmvae data classifiers`) instead of the dataset's own")
     ev.add_argument("--sampler", metavar="NAME",
                     help="latents of joint coherence and unconditional FID: prior (default), gmm or maf, fitted to the "
                          "aggregate posterior on the training split (settings: --set sampler.n_components=20)")

@@ -13,6 +13,8 @@ from .classifiers import (
     ClassifierConfig,
     check_classifiers,
     classifier_for,
+    export_classifiers,
+    load_classifiers,
     load_or_train_classifiers,
 )
 from .coherence import cross_coherence, cross_generation_scores, joint_coherence
@@ -46,12 +48,14 @@ __all__ = [
     "encode_dataset",
     "evaluate_checkpoint",
     "evaluate_model",
+    "export_classifiers",
     "format_results",
     "frechet_distance",
     "gaussian_statistics",
     "joint_coherence",
     "latent_cosine_similarity",
     "latent_probes",
+    "load_classifiers",
     "load_inception",
     "load_or_train_classifiers",
     "subset_posteriors",

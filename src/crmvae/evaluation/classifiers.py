@@ -9,10 +9,15 @@ documentation), and generic fallbacks cover any image size, vector or vocabulary
 Classifiers are trained once per dataset (Adam, seeded) on the full train split, scored on the
 full test split, and cached beside the dataset cache as ``classifiers-<dataset>-<key>.pt``
 (weights, recorded test accuracy, the dataset's identity; see :mod:`crmvae.evaluation.cache`). Evaluation refuses classifiers below their accuracy threshold.
+
+:func:`export_classifiers` writes them as one file that another machine, or another library,
+loads with ``torch.load(weights_only=True)``; :func:`load_classifiers` reads it back, so that
+coherence figures from several places are scored by the same classifiers.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -25,10 +30,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..checkpoint import atomic_torch_save, load_weights
 from ..config import DataConfig, check_minimums
 from ..data import MultimodalDataset, load_dataset
 from ..data.base import ModalitySpec, to_model_input
-from ..errors import ConfigError, DataError
+from ..errors import CheckpointError, ConfigError, DataError
+from ..fileio import TORCH_LOAD_ERRORS, atomic_write, load_error_reason, torch_load
 from ..registry import Registry
 from ..seeding import private_rng
 from ..training.progress import progress_bar
@@ -368,6 +375,96 @@ def _restore(spec: ModalitySpec, entry: dict[str, Any], num_classes: int) -> Cla
     if not isinstance(accuracy, float) or not 0 <= accuracy <= 1:
         raise ValueError(f"test accuracy {accuracy!r}")
     return Classifier(spec, entry["architecture"], net.eval(), num_classes, accuracy)
+
+
+# --------------------------------------------------------------------------------------------
+# export and import
+
+EXPORT_FORMAT = "crmvae-classifiers"
+EXPORT_VERSION = 1
+
+
+def export_classifiers(classifiers: Mapping[str, Classifier], path: str | Path, dataset: str,
+                       about: Mapping[str, Any] | None = None) -> Path:
+    """Write ``classifiers`` to ``path`` (tensors and plain values, for ``torch.load(weights_only=True)``)
+    and their description to ``path`` with suffix ``.json``::
+
+        {"format": "crmvae-classifiers", "version": 1, "dataset": ..., "num_classes": K,
+         "classifiers": {m: {"architecture", "kind", "shape", "vocab_size", "test_accuracy", "state"}},
+         "about": {...}}
+
+    ``about`` holds anything else worth keeping (the training settings, the dataset's identity).
+    Each net maps a model input of its modality (see :meth:`Classifier.predict`) to K logits.
+    """
+    if not classifiers:
+        raise ConfigError("no classifiers to export")
+    num_classes = {c.num_classes for c in classifiers.values()}
+    if len(num_classes) != 1:
+        raise ConfigError(f"classifiers of one file share their labels; got {sorted(num_classes)} classes")
+    entries = {
+        m: {"architecture": c.architecture, "kind": c.spec.kind, "shape": list(c.spec.shape),
+            "vocab_size": c.spec.vocab_size, "test_accuracy": float(c.test_accuracy)}
+        for m, c in classifiers.items()
+    }
+    head = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "dataset": dataset, "num_classes": num_classes.pop(),
+            "about": dict(about or {})}
+    path = Path(path)
+    atomic_torch_save(head | {"classifiers": {
+        m: e | {"state": {k: v.detach().cpu() for k, v in classifiers[m].net.state_dict().items()}}
+        for m, e in entries.items()}}, path)
+    atomic_write(path.with_suffix(".json"), json.dumps(head | {"classifiers": entries, "file": path.name}, indent=2))
+    return path
+
+
+def load_classifiers(path: str | Path, specs: Mapping[str, ModalitySpec] | None = None) -> dict[str, Classifier]:
+    """The classifiers :func:`export_classifiers` wrote to ``path``, each with the test accuracy
+    recorded there. With ``specs`` (a dataset's modalities), every modality of ``specs`` must have
+    a classifier of the same kind, shape and vocabulary; a :class:`CheckpointError` names what
+    differs."""
+    path = Path(path)
+    try:
+        payload = torch_load(path)
+    except TORCH_LOAD_ERRORS as exc:
+        raise CheckpointError(f"classifier file {path} {load_error_reason(path, exc)}") from None
+    if not isinstance(payload, dict) or payload.get("format") != EXPORT_FORMAT:
+        raise CheckpointError(f"{path} is not a classifier file of crmvae (write one with `crmvae data classifiers`)")
+    if payload.get("version") != EXPORT_VERSION:
+        raise CheckpointError(f"{path}: classifier file version {payload.get('version')!r} is not supported "
+                              f"(this crmvae reads version {EXPORT_VERSION})")
+    entries, num_classes = payload.get("classifiers"), payload.get("num_classes")
+    if not isinstance(entries, dict) or not entries or not isinstance(num_classes, int) or num_classes < 2:
+        raise CheckpointError(f"{path}: 'classifiers' must map modalities to classifiers and 'num_classes' be an integer >= 2")
+    if specs is not None:
+        missing = sorted(set(specs) - set(entries))
+        if missing:
+            raise CheckpointError(f"{path} has no classifier for modality {missing} (it has {sorted(entries)})")
+    classifiers = {}
+    for m, entry in entries.items():
+        if specs is not None and m not in specs:
+            continue
+        where = f"{path}, modality {m!r}"
+        try:
+            spec = ModalitySpec(m, entry["kind"], tuple(int(n) for n in entry["shape"]), entry["vocab_size"])
+            architecture, state, accuracy = entry["architecture"], entry["state"], entry["test_accuracy"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{where}: incomplete entry ({type(exc).__name__}: {exc})") from None
+        if specs is not None and specs[m] != spec:
+            raise CheckpointError(f"{where}: the classifier takes {spec.kind} of shape {list(spec.shape)} (vocabulary "
+                                  f"{spec.vocab_size}), the data holds {specs[m].kind} of shape {list(specs[m].shape)} "
+                                  f"(vocabulary {specs[m].vocab_size})")
+        if not isinstance(accuracy, float) or not 0 <= accuracy <= 1 or not isinstance(state, dict):
+            raise CheckpointError(f"{where}: 'test_accuracy' must be a number in [0, 1] and 'state' a dict of tensors")
+        if not isinstance(architecture, str) or architecture not in ARCHITECTURES:
+            raise CheckpointError(f"{where}: architecture {architecture!r} is not one of {sorted(ARCHITECTURES)}")
+        try:
+            with private_rng(0, torch.device("cpu")):  # as in _restore: the caller's random stream is left alone
+                net = build_classifier(architecture, spec, num_classes)
+        except (ConfigError, ValueError, TypeError, RuntimeError) as exc:
+            raise CheckpointError(f"{where}: no {architecture} network takes {spec.kind} of shape {list(spec.shape)} "
+                                  f"({str(exc).splitlines()[0][:200]})") from None
+        load_weights(net, state, where)
+        classifiers[m] = Classifier(spec, architecture, net.eval(), num_classes, accuracy)
+    return classifiers
 
 
 def classifier_threshold(dataset: str, thresholds: Mapping[str, float]) -> float:

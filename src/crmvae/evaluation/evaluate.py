@@ -7,13 +7,19 @@ dataset's ``attribute_parsers``); FID needs image modalities; importance-sampled
 (:mod:`crmvae.evaluation.likelihood`) run only when asked for. The result's top-level keys
 (absent when a metric did not run)::
 
-    {"n_test", "classifier_accuracy", "cross_coherence", "attribute_coherence", "joint_coherence",
+    {"n_test", "classifier_accuracy", "classifiers", "cross_coherence", "attribute_coherence", "joint_coherence",
      "text", "fid", "probes", "cosine_similarity", "cosine_similarity_mismatched",
      "cosine_similarity_gap", "latent_usage", "likelihood", "sampler", "seconds"}
 
 Joint coherence and the unconditional FID decode latents from ``EvalConfig.sampler``: the prior,
 or a density fitted to the aggregate posterior on the training split (:mod:`crmvae.samplers`);
 the result then says which, under ``"sampler"``.
+
+Coherence scores with the dataset's cached classifiers (trained on first use), or with the ones
+``EvalConfig.classifiers`` names (a file of :func:`~crmvae.evaluation.classifiers.export_classifiers`),
+or with networks passed to :func:`evaluate_model`; the latter two are scored on the full test
+split first, that accuracy is checked against the threshold, and ``"classifiers"`` says where
+they came from.
 
 ``similarity`` also measures the latent usage (:mod:`crmvae.evaluation.usage`): KL to the prior
 and active units of each unimodal posterior and of the joint one.
@@ -33,6 +39,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from torch import nn
 
 from ..checkpoint import SAFETENSORS_FILE, is_safetensors_export, load_model, read_checkpoint
 from ..config import (
@@ -69,9 +76,12 @@ from .attributes import (
 )
 from .classifiers import (
     DEFAULT_THRESHOLDS,
+    Classifier,
     ClassifierConfig,
     check_classifiers,
+    classifier_accuracy,
     classifier_threshold,
+    load_classifiers,
     load_or_train_classifiers,
 )
 from .coherence import (
@@ -127,6 +137,8 @@ class EvalConfig:
     importance samples (K) on the first ``likelihood_n_test`` evaluated examples that have every
     modality (None: all), decoding ``likelihood_batch_size`` latents per call. ``sampler``
     chooses the latents of joint coherence and the unconditional FID (default: the prior).
+    ``classifiers`` is a classifier file (``crmvae data classifiers``) that coherence uses instead
+    of the dataset's cached classifiers.
     """
 
     metrics: list[str] | None = None
@@ -148,6 +160,7 @@ class EvalConfig:
     likelihood_batch_size: int = 1024
     classifier_thresholds: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    classifiers: str | None = None
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     progress: bool = True
 
@@ -202,21 +215,26 @@ def _text_scorers(model: MultimodalVAE, test: MultimodalDataset) -> dict[str, Sc
     }
 
 
-def evaluate_model(model: MultimodalVAE, data_cfg: DataConfig, config: EvalConfig | None = None) -> dict[str, Any]:
+def evaluate_model(model: MultimodalVAE, data_cfg: DataConfig, config: EvalConfig | None = None,
+                   classifiers: Mapping[str, nn.Module | Classifier] | None = None) -> dict[str, Any]:
     """Run the metrics of ``config`` on ``model`` with the test split of ``data_cfg``'s dataset
-    (``data_cfg.train_size``/``test_size`` are ignored: ``config.n_test`` chooses the examples)."""
+    (``data_cfg.train_size``/``test_size`` are ignored: ``config.n_test`` chooses the examples).
+
+    ``classifiers`` (one per modality: a network mapping a model input of the modality to class
+    logits, or a :class:`Classifier`) replaces the dataset's classifiers for coherence."""
     config = config or EvalConfig()
     config.__post_init__()  # fields may have been set after the configuration was built
     threads = torch.get_num_threads()
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     try:
-        return _evaluate(model, data_cfg, config)
+        return _evaluate(model, data_cfg, config, classifiers)
     finally:
         torch.set_num_threads(threads)
 
 
-def _evaluate(model: MultimodalVAE, data_cfg: DataConfig, config: EvalConfig) -> dict[str, Any]:
+def _evaluate(model: MultimodalVAE, data_cfg: DataConfig, config: EvalConfig,
+              given: Mapping[str, nn.Module | Classifier] | None) -> dict[str, Any]:
     device = resolve_device(config.device)
     model = model.to(device).eval()
     data_cfg = replace(data_cfg, train_size=None, test_size=None)
@@ -239,7 +257,9 @@ def _evaluate(model: MultimodalVAE, data_cfg: DataConfig, config: EvalConfig) ->
         scorers: dict[str, Scorer] = {}
         if "coherence" in metrics:
             with _timed(seconds, "classifiers", config.progress):
-                classifiers = load_or_train_classifiers(data_cfg, config.classifier, progress=config.progress)
+                classifiers, source = _coherence_classifiers(data_cfg, test_full, config, given)
+            if source != "cache":
+                results["classifiers"] = source
             check_classifiers(classifiers, classifier_threshold(data_cfg.dataset, config.classifier_thresholds), data_cfg.dataset)
             for c in classifiers.values():
                 c.net.to(device)
@@ -281,6 +301,30 @@ def _evaluate(model: MultimodalVAE, data_cfg: DataConfig, config: EvalConfig) ->
     seconds["total"] = round(time.perf_counter() - start, 3)
     results["seconds"] = seconds
     return results
+
+
+def _coherence_classifiers(data_cfg: DataConfig, test: MultimodalDataset, config: EvalConfig,
+                           given: Mapping[str, nn.Module | Classifier] | None) -> tuple[dict[str, Classifier], str]:
+    """The classifiers of coherence and where they come from: ``given``, else the file
+    ``config.classifiers``, else the dataset's cache (``"cache"``). Given and loaded ones get
+    their accuracy on ``test``, the full test split, as the cached ones have it."""
+    if given is None and config.classifiers is None:
+        return load_or_train_classifiers(data_cfg, config.classifier, progress=config.progress), "cache"
+    assert test.labels is not None  # coherence runs on labelled data only
+    if given is None:
+        classifiers, source = load_classifiers(config.classifiers, test.specs), str(config.classifiers)
+    else:
+        missing = sorted(set(test.specs) - set(given))
+        if missing:
+            raise ConfigError(f"classifiers were given for {sorted(given)}; coherence needs one for every modality, "
+                              f"also {missing}")
+        num_classes = int(test.labels.max()) + 1
+        classifiers = {m: c if isinstance(c, Classifier) else Classifier(test.specs[m], type(c).__name__, c, num_classes, 0.0)
+                       for m, c in given.items() if m in test.specs}
+        source = "given"
+    for classifier in classifiers.values():
+        classifier.test_accuracy = classifier_accuracy(classifier, test)
+    return classifiers, source
 
 
 def _sampler(model: MultimodalVAE, data_cfg: DataConfig, config: EvalConfig, metrics: list[str],
@@ -427,7 +471,8 @@ def format_results(results: dict[str, Any]) -> str:
     if sampler != "prior":
         lines.append(f"{sampler} sampler: " + ", ".join(f"{k} {v}" for k, v in results["sampler"].items() if k != "name"))
     if "classifier_accuracy" in results:
-        lines.append("classifier accuracy: " + "  ".join(f"{m} {v:.4f}" for m, v in results["classifier_accuracy"].items()))
+        origin = f" ({results['classifiers']} classifiers)" if "classifiers" in results else ""
+        lines.append(f"classifier accuracy{origin}: " + "  ".join(f"{m} {v:.4f}" for m, v in results["classifier_accuracy"].items()))
     if "cross_coherence" in results:
         by_size = results["cross_coherence"]["by_size"]
         lines.append("cross-coherence by subset size: " + "  ".join(f"{k}: {v:.4f}" for k, v in by_size.items()))
