@@ -44,7 +44,7 @@ def test_cli_evaluate_writes_the_schema_and_prints_a_table(run_dir: Path, tmp_pa
                    "--out", str(out), "--set", "classifier_thresholds.polymnist=0.0", *QUICK])
     assert status == 0
     results = json.loads(out.read_text())
-    assert set(results) == {"n_test", "classifier_accuracy", "cross_coherence", "joint_coherence", "probes",
+    assert set(results) == {"n_test", "classifier_accuracy", "cross_coherence", "joint_coherence", "joint_coherence_labels", "probes",
                             "cosine_similarity", "cosine_similarity_mismatched", "cosine_similarity_gap", "latent_usage",
                             "seconds"}
     assert results["n_test"] == 40
@@ -54,6 +54,8 @@ def test_cli_evaluate_writes_the_schema_and_prints_a_table(run_dir: Path, tmp_pa
     assert all(0.0 <= v <= 1.0 for row in coherence["table"].values() for v in row.values())
     assert results["probes"]["train_examples"] == 64 and len(results["probes"]["table"]) == 31
     assert -1.0 <= results["cosine_similarity"] <= 1.0
+    labels = results["joint_coherence_labels"]
+    assert sum(labels["agreed"]) == round(results["joint_coherence"] * 40) and len(labels["agreed"]) == 10
     usage = results["latent_usage"]
     assert set(usage["kl_to_prior"]) == {*(f"m{k}" for k in range(5)), "m0,m1,m2,m3,m4"}
     assert all(v >= 0 for v in usage["kl_to_prior"].values()) and usage["examples"]["m0"] == 40

@@ -131,8 +131,38 @@ def test_oracle_generator_is_fully_coherent_and_a_shuffled_one_is_at_chance() ->
     shuffled = cross_coherence(oracle_model(shuffled=True), data.batches(64), ORACLE_CLASSIFIERS)
     for size, value in shuffled["by_size"].items():
         assert abs(value - 0.1) < 0.05, (size, value)
-    assert joint_coherence(oracle_model(), ORACLE_CLASSIFIERS, 200, 64) == 1.0
-    assert joint_coherence(oracle_model(shuffled=True), ORACLE_CLASSIFIERS, 1000, 256) < 0.05  # chance 0.01
+    joint = joint_coherence(oracle_model(), ORACLE_CLASSIFIERS, 200, 64)
+    assert joint.fraction == 1.0 and sum(joint.agreed_labels) == 200 and len(joint.agreed_labels) == 10
+    assert joint.effective_classes > 9.0  # argmax of N(0, I) latents: every class about equally often
+    assert joint_coherence(oracle_model(shuffled=True), ORACLE_CLASSIFIERS, 1000, 256).fraction < 0.05  # chance 0.01
+
+
+class OneTemplateDecoder(TemplateDecoder):
+    """Decodes every latent into the template of class 3: a generator that has learnt nothing."""
+
+    def forward(self, z: Tensor) -> Tensor:
+        return TEMPLATES[torch.full(z.shape[:1], 3)]
+
+
+def test_joint_coherence_of_a_generator_that_draws_one_class_is_full_but_has_one_class() -> None:
+    model = oracle_model()
+    for name in NAMES:
+        model.decoders[name] = OneTemplateDecoder()
+    joint = joint_coherence(model, ORACLE_CLASSIFIERS, 300, 64)
+    assert joint.fraction == 1.0 and joint.agreed_labels == (0, 0, 0, 300)
+    assert joint.effective_classes == 1.0 and joint.majority_share == 1.0
+
+
+def test_effective_classes_by_hand() -> None:
+    from crmvae.evaluation.coherence import JointCoherence
+
+    assert JointCoherence(0.4, (1, 1, 1, 1)).effective_classes == pytest.approx(4.0)
+    h = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))  # 0.5623 nats
+    assert JointCoherence(0.4, (3, 0, 1)).effective_classes == pytest.approx(math.exp(h))  # 1.755
+    assert JointCoherence(0.4, (3, 0, 1)).majority_share == 0.75
+    nothing = JointCoherence(0.0, (0, 0))
+    assert (nothing.effective_classes, nothing.majority_share) == (0.0, 0.0)
+    assert nothing.labels_result() == {"effective_classes": 0.0, "majority_share": 0.0, "agreed": [0, 0]}
 
 
 def test_mixture_oracle_is_coherent_too() -> None:

@@ -159,8 +159,8 @@ def test_a_mixture_fitted_to_the_aggregate_posterior_makes_unconditional_samples
     for k, name in enumerate(NAMES):
         model.decoders[name] = FragileDecoder(k)
     sampler = fit_sampler(model, template_dataset(500), SamplerConfig(name="gmm", n_components=10))
-    prior = joint_coherence(model, ORACLE_CLASSIFIERS, 1000, 250, generator=torch.Generator().manual_seed(0))
+    prior = joint_coherence(model, ORACLE_CLASSIFIERS, 1000, 250, generator=torch.Generator().manual_seed(0)).fraction
     fitted = joint_coherence(model, ORACLE_CLASSIFIERS, 1000, 250, generator=torch.Generator().manual_seed(0),
-                             sampler=sampler)
+                             sampler=sampler).fraction
     assert prior < 0.15 and fitted > 0.95, (prior, fitted)
     assert sampler.describe()["name"] == "gmm" and sampler.describe()["fit_seconds"] >= 0

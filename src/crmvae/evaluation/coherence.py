@@ -8,12 +8,17 @@ decoded in one call over all the subsets that lack it (:func:`cross_generation_s
 serves any per-example score, e.g. the text distance of :mod:`crmvae.evaluation.text`).
 
 Joint coherence: ``z ~ N(0, I)`` (or from another latent sampler, :mod:`crmvae.samplers`), decode
-every modality, the fraction of samples on which all classifiers predict the same label.
+every modality, the fraction of samples on which all classifiers predict the same label. A
+decoder that turns every latent into the same class's look-alike is jointly coherent without
+generating anything: :class:`JointCoherence` also counts the labels the agreeing samples got, and
+their effective number of classes tells the two apart.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -90,18 +95,52 @@ def cross_coherence(
 
 
 @torch.no_grad()
+@dataclass(frozen=True)
+class JointCoherence:
+    """Joint coherence and the labels of the samples it counts.
+
+    ``fraction``: the share of the unconditional samples on which every classifier predicts the
+    same label; ``agreed_labels[c]``: how many of them agreed on class ``c``.
+    """
+
+    fraction: float
+    agreed_labels: tuple[int, ...]
+
+    @property
+    def effective_classes(self) -> float:
+        """``exp(H(p))`` of the agreed labels' distribution ``p``: K for K equally frequent classes,
+        1 when every agreeing sample has the same label (0 when none agree)."""
+        total = sum(self.agreed_labels)
+        if total == 0:
+            return 0.0
+        return math.exp(-sum(c / total * math.log(c / total) for c in self.agreed_labels if c))
+
+    @property
+    def majority_share(self) -> float:
+        """The most common agreed label's share of the agreeing samples (0 when none agree)."""
+        total = sum(self.agreed_labels)
+        return max(self.agreed_labels) / total if total else 0.0
+
+    def labels_result(self) -> dict[str, Any]:
+        """The label summary as an evaluation result entry."""
+        return {"effective_classes": self.effective_classes, "majority_share": self.majority_share,
+                "agreed": list(self.agreed_labels)}
+
+
 def joint_coherence(
     model: MultimodalVAE, classifiers: Mapping[str, Predictor], n: int, batch_size: int = 256,
     generator: torch.Generator | None = None, sampler: LatentSampler | None = None,
-) -> float:
-    """Fraction of ``n`` latents from ``sampler`` (default: the prior ``N(0, I)``) whose decodings
-    all classifiers label alike."""
+) -> JointCoherence:
+    """Of ``n`` latents from ``sampler`` (default: the prior ``N(0, I)``), the fraction whose
+    decodings all classifiers label alike, and how often each label was the agreed one."""
     sampler = sampler or PriorSampler(model.latent_dim)
     device = next(model.parameters()).device
-    agree = 0
+    agreed: list[Tensor] = []
     for start in range(0, n, batch_size):
         z = sampler.sample(min(batch_size, n - start), generator=generator, device=device)
         samples = model.decode(z, targets=list(classifiers))
         predictions = torch.stack([classifiers[m](samples[m]) for m in classifiers])
-        agree += int((predictions == predictions[0]).all(0).sum())
-    return agree / n
+        agreed.append(predictions[0][(predictions == predictions[0]).all(0)].cpu())
+    labels = torch.cat(agreed)
+    classes = max([getattr(c, "num_classes", 0) for c in classifiers.values()] + [int(labels.max()) + 1 if len(labels) else 0])
+    return JointCoherence(len(labels) / n, tuple(int(c) for c in torch.bincount(labels, minlength=classes)))

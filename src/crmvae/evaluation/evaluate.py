@@ -8,6 +8,7 @@ dataset's ``attribute_parsers``); FID needs image modalities; importance-sampled
 (absent when a metric did not run)::
 
     {"n_test", "classifier_accuracy", "classifiers", "cross_coherence", "attribute_coherence", "joint_coherence",
+     "joint_coherence_labels",
      "text", "fid", "probes", "cosine_similarity", "cosine_similarity_mismatched",
      "cosine_similarity_gap", "latent_usage", "likelihood", "sampler", "seconds"}
 
@@ -279,7 +280,9 @@ def _evaluate(model: MultimodalVAE, data_cfg: DataConfig, config: EvalConfig,
                 results["attribute_coherence"] = _attribute_coherence(model, test, batches(test, "attributes"), config.use_mean)
         if "coherence" in metrics:
             with _timed(seconds, "joint_coherence", config.progress):
-                results["joint_coherence"] = joint_coherence(model, classifiers, len(test), config.batch_size, sampler=sampler)
+                joint = joint_coherence(model, classifiers, len(test), config.batch_size, sampler=sampler)
+                results["joint_coherence"] = joint.fraction
+                results["joint_coherence_labels"] = joint.labels_result()
         if "fid" in metrics:
             with _timed(seconds, "fid", config.progress):
                 results["fid"] = _fid(model, data_cfg, test_full, config, device, sampler)
@@ -479,7 +482,10 @@ def format_results(results: dict[str, Any]) -> str:
         for target, row in results["cross_coherence"]["table"].items():
             lines.append(f"  -> {target}: " + "  ".join(f"{s} {v:.3f}" for s, v in row.items()))
     if "joint_coherence" in results:
-        lines.append(f"joint coherence{source}: {results['joint_coherence']:.4f}")
+        labels = results.get("joint_coherence_labels")
+        spread = (f" (the agreeing samples span {labels['effective_classes']:.1f} effective classes, the commonest "
+                  f"{labels['majority_share']:.0%})" if labels and results["joint_coherence"] > 0 else "")
+        lines.append(f"joint coherence{source}: {results['joint_coherence']:.4f}{spread}")
     for m, entry in results.get("text", {}).items():
         lines.append(f"text {m}: exact match {entry['exact_match']:.4f}, mean Levenshtein distance {entry['mean_distance']:.3f}")
     if "fid" in results:

@@ -186,11 +186,16 @@ def build_tables(comparison: Mapping[str, Any]) -> list[Table]:
                       note="Fraction of each example's attributes that the text generated from the other modalities "
                            "states correctly (read back by the dataset's caption parser, no classifier)."),
         score_table(agg, models, "Joint coherence and latent similarity",
-                    [("joint coherence", "joint_coherence"), ("cosine similarity", "cosine_similarity"),
+                    [("joint coherence", "joint_coherence"),
+                     ("joint: effective classes", "joint_coherence_labels.effective_classes"),
+                     ("cosine similarity", "cosine_similarity"),
                      ("cosine, different examples", "cosine_similarity_mismatched"),
                      ("cosine gap", "cosine_similarity_gap.mean")],
-                    unranked=frozenset({"cosine_similarity_mismatched"}),
-                    note=f"Joint coherence: {latents}, all modalities decoded, fraction on which every classifier agrees. "
+                    unranked=frozenset({"cosine_similarity_mismatched", "joint_coherence_labels.effective_classes"}),
+                    note=f"Joint coherence: {latents}, all modalities decoded, fraction on which every classifier agrees; "
+                         "its effective classes, exp of the entropy of the agreed labels, are about the number of classes "
+                         "when the agreeing samples cover them all and 1 when a generator draws one class's look-alike "
+                         "for every latent (coherent without generating anything). "
                          "Cosine similarity of the unimodal posterior means of one example, and of different "
                          "examples (its chance level); the gap is the paired difference of the two."),
         score_table(agg, models, "Latent usage",
