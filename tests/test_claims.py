@@ -95,6 +95,10 @@ def test_claims_on_constructed_seeds() -> None:
     assert verdicts["(d')"].verdict == HOLDS  # 61.5 vs 60.5 mean: within 10 %
     assert verdicts["(e)"].verdict == HOLDS and "+0.2" in verdicts["(e)"].effect
     assert verdicts["(f)"].verdict == MEASURED and "crmvae 0.200 ± 0.000" in verdicts["(f)"].effect
+    assert "effective classes" not in verdicts["(f)"].effect  # a score that no run has is left out
+    runs[0]["result"]["joint_coherence_labels"] = {"effective_classes": 1.2}
+    measured = check_claims(polymnist_claims(5)[-1:], runs, ["crmvae", "mvtcae"])[0].effect
+    assert measured.endswith("effective classes of its agreeing samples: crmvae 1.200"), measured
     # (c) restricted to the models present
     mvae_lowest = Claim("(c)", "", tuple(Comparison(f"k={k}", leaf(f"cross_coherence.by_size.{k}"), m, "mvae")
                                          for m in ("crmvae", "mvtcae") for k in range(1, 5)))
