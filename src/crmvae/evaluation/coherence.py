@@ -94,7 +94,6 @@ def cross_coherence(
     return score_table(scores, "correct")
 
 
-@torch.no_grad()
 @dataclass(frozen=True)
 class JointCoherence:
     """Joint coherence and the labels of the samples it counts.
@@ -127,6 +126,7 @@ class JointCoherence:
                 "agreed": list(self.agreed_labels)}
 
 
+@torch.no_grad()
 def joint_coherence(
     model: MultimodalVAE, classifiers: Mapping[str, Predictor], n: int, batch_size: int = 256,
     generator: torch.Generator | None = None, sampler: LatentSampler | None = None,
