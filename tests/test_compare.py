@@ -212,6 +212,19 @@ def test_the_chance_level_column_is_not_ranked() -> None:
     assert [table.best_rows(j) for j in range(3)] == [{0, 1}, {0}, set()]
 
 
+def test_the_joint_table_shows_the_effective_classes_unranked() -> None:
+    """A model coherent by drawing one class (1 effective class) beside one covering the classes."""
+    results = {"one class": {"joint_coherence": 0.5, "joint_coherence_labels": {"effective_classes": 1.0, "agreed": [0, 5]}},
+               "diverse": {"joint_coherence": 0.2, "joint_coherence_labels": {"effective_classes": 9.6, "agreed": [1, 1]}}}
+    comparison = {"config": {"models": list(results)}, "runs": [],
+                  "aggregate": {m: aggregate([r]) for m, r in results.items()}}
+    table = next(t for t in build_tables(comparison) if t.title.startswith("Joint coherence"))
+    assert table.columns == ["joint coherence", "joint: effective classes"]
+    assert [row[1] for row in table.text_rows()] == [[("0.500", True), ("1.000", False)],
+                                                     [("0.200", False), ("9.600", False)]]  # (text, bold)
+    assert "1 when a generator draws one class" in table.note
+
+
 def test_the_report_names_the_sampler_of_the_unconditional_scores() -> None:
     results = [{"joint_coherence": 0.5, "fid": {"samples": 10, "unconditional_mean": 80.0, "by_size_mean": {"1": 60.0}}}]
     for eval_config, label, source in (({}, "prior", "z ~ p(z)"),
