@@ -239,9 +239,9 @@ def test_exported_classifiers_score_as_the_cached_ones(run_dir: Path, data_dir: 
     (lambda p: {**p, "classifiers": {**p["classifiers"], "m0": {**p["classifiers"]["m0"], "shape": [1, 28, 28]}}},
      "modality 'm0': the classifier takes image of shape [1, 28, 28] (vocabulary None), the data holds image of shape [3, 28, 28]"),
     (lambda p: {**p, "classifiers": {**p["classifiers"], "m1": {**p["classifiers"]["m1"], "architecture": "resnet"}}},
-     "modality 'm1': architecture 'resnet' is not one of"),
+     "modality 'm1': unusable entry (ConfigError: modality 'm1': unknown classifier 'resnet'"),
     (lambda p: {**p, "classifiers": {**p["classifiers"], "m2": {k: v for k, v in p["classifiers"]["m2"].items() if k != "state"}}},
-     "modality 'm2': incomplete entry (KeyError: 'state')"),
+     "modality 'm2': unusable entry (KeyError: 'state')"),
     (lambda p: {**p, "classifiers": {**p["classifiers"], "m4": {**p["classifiers"]["m4"], "state": {}}}}, "missing weights"),
 ], ids=["format", "version", "a modality missing", "another shape", "unknown architecture", "no weights", "empty weights"])
 def test_a_bad_classifier_file_is_one_line(run_dir: Path, data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],

@@ -18,6 +18,7 @@ from ..checkpoint import atomic_torch_save
 from ..config import DataConfig
 from ..data import dataset_info
 from ..data.cache import resolve_data_dir, spec_key
+from ..errors import CheckpointError
 from ..fileio import TORCH_LOAD_ERRORS, torch_load
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,8 @@ def cache_file(data_cfg: DataConfig, kind: str, spec: dict[str, Any]) -> Path:
 def read_cached(path: Path, decode: Callable[[dict[str, Any]], T]) -> T | None:
     """``decode(payload)`` of the payload saved by :func:`write_cached`, or None when the file is
     absent or unusable (logged, so that the caller computes it again): unreadable, of an unknown
-    format, or contents ``decode`` refuses with ``KeyError``, ``TypeError``, ``ValueError`` or
-    ``RuntimeError`` (a file of the right format, damaged)."""
+    format, or contents ``decode`` refuses with ``KeyError``, ``TypeError``, ``ValueError``,
+    ``RuntimeError`` or :class:`~crmvae.errors.CheckpointError` (a file of the right format, damaged)."""
     if not path.is_file():
         return None
     try:
@@ -63,7 +64,7 @@ def read_cached(path: Path, decode: Callable[[dict[str, Any]], T]) -> T | None:
         return None
     try:
         return decode(payload)
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+    except (KeyError, TypeError, ValueError, RuntimeError, CheckpointError) as exc:
         log.warning("evaluation cache %s holds unusable contents (%s: %s); recomputing it",
                     path, type(exc).__name__, str(exc).splitlines()[0][:200])
         return None

@@ -339,7 +339,8 @@ def load_or_train_classifiers(
         raise DataError(f"{test.name}: coherence classifiers need labels, the dataset has none")
     chosen = {m: classifier_for(s, data_cfg.dataset) for m, s in test.specs.items()} | dict(architectures or {})
     path = classifier_cache_path(data_cfg, config, chosen)
-    cached = read_cached(path, lambda p: {m: _restore(test.specs[m], p["classifiers"][m], p["num_classes"]) for m in chosen})
+    cached = read_cached(path, lambda p: {m: _restore(test.specs[m], p["classifiers"][m], p["num_classes"], path)
+                                          for m in chosen})
     if cached is not None:
         return cached
     train = load_dataset(data_cfg, "train")
@@ -354,26 +355,30 @@ def load_or_train_classifiers(
     write_cached(path, {
         "data": dataset_identity(data_cfg), "training": asdict(config), "train_seconds": seconds,
         "num_classes": num_classes,
-        "classifiers": {
-            m: {"architecture": c.architecture, "state": c.net.state_dict(), "test_accuracy": c.test_accuracy}
-            for m, c in classifiers.items()
-        },
+        "classifiers": {m: _stored(c) for m, c in classifiers.items()},
     })
     log.info("trained classifiers in %.1f s -> %s (test accuracy %s)", seconds, path,
              {m: round(c.test_accuracy, 4) for m, c in classifiers.items()})
     return classifiers
 
 
-def _restore(spec: ModalitySpec, entry: dict[str, Any], num_classes: int) -> Classifier:
-    """A cached classifier. Its net is built in a private RNG stream, as training builds it: the
-    random initialisation that the loaded weights replace must not advance the caller's stream, or
-    an evaluation's samples would depend on whether the classifiers came from the cache."""
-    with private_rng(0, torch.device("cpu")):
-        net = build_classifier(entry["architecture"], spec, num_classes)
-    net.load_state_dict(entry["state"])
+def _stored(classifier: Classifier) -> dict[str, Any]:
+    """What the cache and an exported file keep of a classifier: architecture, weights, accuracy."""
+    return {"architecture": classifier.architecture, "test_accuracy": float(classifier.test_accuracy),
+            "state": {k: v.detach().cpu() for k, v in classifier.net.state_dict().items()}}
+
+
+def _restore(spec: ModalitySpec, entry: dict[str, Any], num_classes: int, where: str | Path) -> Classifier:
+    """A stored classifier (:func:`_stored`). Its net is built in a private RNG stream, as training
+    builds it: the random initialisation that the loaded weights replace must not advance the
+    caller's stream, or an evaluation's samples would depend on whether the classifiers came from
+    the cache. Weights that do not fit are a :class:`CheckpointError` naming ``where``."""
     accuracy = entry["test_accuracy"]
     if not isinstance(accuracy, float) or not 0 <= accuracy <= 1:
         raise ValueError(f"test accuracy {accuracy!r}")
+    with private_rng(0, torch.device("cpu")):
+        net = build_classifier(entry["architecture"], spec, num_classes)
+    load_weights(net, entry["state"], where)
     return Classifier(spec, entry["architecture"], net.eval(), num_classes, accuracy)
 
 
@@ -401,18 +406,14 @@ def export_classifiers(classifiers: Mapping[str, Classifier], path: str | Path, 
     num_classes = {c.num_classes for c in classifiers.values()}
     if len(num_classes) != 1:
         raise ConfigError(f"classifiers of one file share their labels; got {sorted(num_classes)} classes")
-    entries = {
-        m: {"architecture": c.architecture, "kind": c.spec.kind, "shape": list(c.spec.shape),
-            "vocab_size": c.spec.vocab_size, "test_accuracy": float(c.test_accuracy)}
-        for m, c in classifiers.items()
-    }
+    stored = {m: _stored(c) | {"kind": c.spec.kind, "shape": list(c.spec.shape), "vocab_size": c.spec.vocab_size}
+              for m, c in classifiers.items()}
     head = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "dataset": dataset, "num_classes": num_classes.pop(),
             "about": dict(about or {})}
     path = Path(path)
-    atomic_torch_save(head | {"classifiers": {
-        m: e | {"state": {k: v.detach().cpu() for k, v in classifiers[m].net.state_dict().items()}}
-        for m, e in entries.items()}}, path)
-    atomic_write(path.with_suffix(".json"), json.dumps(head | {"classifiers": entries, "file": path.name}, indent=2))
+    atomic_torch_save(head | {"classifiers": stored}, path)
+    described = {m: {k: v for k, v in entry.items() if k != "state"} for m, entry in stored.items()}
+    atomic_write(path.with_suffix(".json"), json.dumps(head | {"classifiers": described, "file": path.name}, indent=2))
     return path
 
 
@@ -439,31 +440,18 @@ def load_classifiers(path: str | Path, specs: Mapping[str, ModalitySpec] | None 
         if missing:
             raise CheckpointError(f"{path} has no classifier for modality {missing} (it has {sorted(entries)})")
     classifiers = {}
-    for m, entry in entries.items():
-        if specs is not None and m not in specs:
-            continue
-        where = f"{path}, modality {m!r}"
+    for m in specs or entries:
+        entry, where = entries[m], f"{path}, modality {m!r}"
         try:
             spec = ModalitySpec(m, entry["kind"], tuple(int(n) for n in entry["shape"]), entry["vocab_size"])
-            architecture, state, accuracy = entry["architecture"], entry["state"], entry["test_accuracy"]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{where}: incomplete entry ({type(exc).__name__}: {exc})") from None
-        if specs is not None and specs[m] != spec:
-            raise CheckpointError(f"{where}: the classifier takes {spec.kind} of shape {list(spec.shape)} (vocabulary "
-                                  f"{spec.vocab_size}), the data holds {specs[m].kind} of shape {list(specs[m].shape)} "
-                                  f"(vocabulary {specs[m].vocab_size})")
-        if not isinstance(accuracy, float) or not 0 <= accuracy <= 1 or not isinstance(state, dict):
-            raise CheckpointError(f"{where}: 'test_accuracy' must be a number in [0, 1] and 'state' a dict of tensors")
-        if not isinstance(architecture, str) or architecture not in ARCHITECTURES:
-            raise CheckpointError(f"{where}: architecture {architecture!r} is not one of {sorted(ARCHITECTURES)}")
-        try:
-            with private_rng(0, torch.device("cpu")):  # as in _restore: the caller's random stream is left alone
-                net = build_classifier(architecture, spec, num_classes)
-        except (ConfigError, ValueError, TypeError, RuntimeError) as exc:
-            raise CheckpointError(f"{where}: no {architecture} network takes {spec.kind} of shape {list(spec.shape)} "
-                                  f"({str(exc).splitlines()[0][:200]})") from None
-        load_weights(net, state, where)
-        classifiers[m] = Classifier(spec, architecture, net.eval(), num_classes, accuracy)
+            if specs is not None and specs[m] != spec:
+                raise CheckpointError(
+                    f"{where}: the classifier takes {spec.kind} of shape {list(spec.shape)} (vocabulary "
+                    f"{spec.vocab_size}), the data holds {specs[m].kind} of shape {list(specs[m].shape)} "
+                    f"(vocabulary {specs[m].vocab_size})")
+            classifiers[m] = _restore(spec, entry, num_classes, where)
+        except (KeyError, TypeError, ValueError, ConfigError, RuntimeError) as exc:
+            raise CheckpointError(f"{where}: unusable entry ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
     return classifiers
 
 
